@@ -1,0 +1,270 @@
+"""``flops``: multiply-accumulates per example (batch size 1), as DESIGN.md defines them.
+
+Per-op formulas are registered with :func:`flop_formula` (keyed by module type, function
+target or method name, like ``torch.utils.flop_counter``) and see symbolic shapes only
+(:class:`~pareco_fx.cost_models.base.OpShapes`). Conv (all kinds), linear, matmul/mm/bmm/
+addmm/baddbmm/einsum, ``F.scaled_dot_product_attention`` and ``nn.MultiheadAttention``
+have formulas; attention products are counted even where ``FlopCounterMode`` misses them
+(SDPA on the CPU). Any other node is measured once with ``FlopCounterMode`` at batch size 1
+and counted as a constant, which is exact because such a node's shapes do not depend on the
+widths (the channel analysis freezes what it has no rule for); a node whose shapes do depend
+on them and that does count MACs is an error naming the node and how to add its formula.
+"""
+from __future__ import annotations
+
+import operator
+from typing import Any, Iterable, Sequence
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from pareco_fx.errors import CostModelError
+from pareco_fx.ir import META_PARAMS, META_SYM, Poly, SymTensor, prod
+from pareco_fx.cost_models.base import CostProgram, OpRegistry, OpShapes, sym_tensors
+
+__all__ = ["FLOP_FORMULAS", "flop_formula", "node_macs", "Flops"]
+
+FLOP_FORMULAS = OpRegistry("FLOP formula")
+flop_formula = FLOP_FORMULAS.register
+
+_CALLS = ("call_module", "call_function", "call_method")
+_ONE = Poly.const(1)
+
+
+def _rows(t: SymTensor) -> Poly:
+    """Elements per feature vector at batch size 1: the product of all axes but the last."""
+    return prod(t.sym_shape[:-1])
+
+
+def _dims(t: SymTensor) -> list[tuple[int, Poly]]:
+    return list(zip(t.shape, t.sym_shape))
+
+
+def _broadcast(x: Sequence[tuple[int, Poly]], y: Sequence[tuple[int, Poly]]) -> list[Poly]:
+    """Symbolic sizes of the broadcast of two batch shapes (a size-1 axis takes the other's)."""
+    n = max(len(x), len(y))
+    x = [(1, _ONE)] * (n - len(x)) + list(x)
+    y = [(1, _ONE)] * (n - len(y)) + list(y)
+    return [b[1] if a[0] == 1 and b[0] != 1 else a[1] for a, b in zip(x, y)]
+
+
+def _matmul_macs(a: SymTensor, b: SymTensor) -> Poly:
+    """torch.matmul semantics: 1-D operands are promoted, batch axes broadcast."""
+    da, db = _dims(a), _dims(b)
+    if len(da) == 1:
+        da = [(1, _ONE)] + da
+    if len(db) == 1:
+        db = db + [(1, _ONE)]
+    return prod(_broadcast(da[:-2], db[:-2])) * da[-2][1] * da[-1][1] * db[-1][1]
+
+
+def _conv_macs(weight: Sequence[Poly], spatial_from: SymTensor) -> Poly:
+    # weight (Cout, Cin/groups, *kernel) for conv, (Cin, Cout/groups, *kernel) transposed: either
+    # way, MACs = prod(weight) * the spatial size the kernel slides over (out for conv, in for
+    # transposed), which covers grouped and depthwise convs.
+    spatial = len(weight) - 2
+    return prod(weight) * prod(spatial_from.sym_shape[len(spatial_from.sym_shape) - spatial:])
+
+
+@flop_formula(nn.Conv1d, nn.Conv2d, nn.Conv3d)
+def _conv_module(op: OpShapes) -> Poly:
+    return _conv_macs(op.params["weight"], op.out)
+
+
+@flop_formula(nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+def _conv_transpose_module(op: OpShapes) -> Poly:
+    return _conv_macs(op.params["weight"], op.arg(0, "input"))
+
+
+@flop_formula(F.conv1d, F.conv2d, F.conv3d, torch.conv1d, torch.conv2d, torch.conv3d)
+def _conv_function(op: OpShapes) -> Poly:
+    return _conv_macs(op.arg(1, "weight").sym_shape, op.out)
+
+
+@flop_formula(F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d,
+              torch.conv_transpose1d, torch.conv_transpose2d, torch.conv_transpose3d)
+def _conv_transpose_function(op: OpShapes) -> Poly:
+    return _conv_macs(op.arg(1, "weight").sym_shape, op.arg(0, "input"))
+
+
+@flop_formula(nn.Linear)
+def _linear_module(op: OpShapes) -> Poly:
+    return _rows(op.arg(0, "input")) * prod(op.params["weight"])
+
+
+@flop_formula(F.linear)
+def _linear_function(op: OpShapes) -> Poly:
+    return _rows(op.arg(0, "input")) * prod(op.arg(1, "weight").sym_shape)
+
+
+@flop_formula(torch.matmul, operator.matmul, torch.mm, torch.bmm, "matmul", "mm", "bmm", "__matmul__")
+def _matmul(op: OpShapes) -> Poly:
+    return _matmul_macs(op.arg(0, "input"), op.arg(1, "other", op.kwargs.get("mat2")))
+
+
+@flop_formula(torch.addmm, torch.baddbmm, "addmm", "baddbmm")
+def _addmm(op: OpShapes) -> Poly:
+    # (input, mat1, mat2) for addmm, (input, batch1, batch2) for baddbmm; self is input for methods.
+    first, second = ("mat1", "mat2") if op.node.target in (torch.addmm, "addmm") else ("batch1", "batch2")
+    return _matmul_macs(op.arg(1, first), op.arg(2, second))
+
+
+@flop_formula(torch.einsum)
+def _einsum(op: OpShapes) -> Poly:
+    equation, operands = op.args[0], list(op.args[1:])
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = list(operands[0])
+    return _einsum_macs(equation, operands)
+
+
+def _einsum_macs(equation: str, operands: Sequence[SymTensor]) -> Poly:
+    """MACs of torch.einsum without opt_einsum: operands contracted left to right; an index
+    that only one side holds and nothing later needs is summed out first (no MACs)."""
+    equation = equation.replace(" ", "")
+    lhs, arrow, rhs = equation.partition("->")
+    specs = lhs.split(",")
+    ell_rank = max((len(t.shape) - len(s.replace("...", "")) for s, t in zip(specs, operands) if "..." in s),
+                   default=0)
+    ell = [f"\0{i}" for i in range(ell_rank)]  # ellipsis axes as pseudo-indices
+
+    def expand(spec: str, rank: int) -> list[str]:
+        if "..." not in spec:
+            return list(spec)
+        head, tail = spec.split("...")
+        return list(head) + ell[ell_rank - (rank - len(head) - len(tail)):] + list(tail)
+
+    subs = [expand(s, len(t.shape)) for s, t in zip(specs, operands)]
+    sizes: dict[str, tuple[int, Poly]] = {}
+    for sub, t in zip(subs, operands):
+        for idx, dim in zip(sub, _dims(t)):
+            if idx not in sizes or sizes[idx][0] == 1:
+                sizes[idx] = dim
+    if arrow:
+        out = expand(rhs, len(ell) + len(rhs.replace("...", "")))
+    else:
+        counts = [i for sub in subs for i in sub]
+        out = [i for i in ell if i in counts] + sorted(i for i in set(counts) if i not in ell and counts.count(i) == 1)
+    macs = Poly()
+    current = set(subs[0])
+    for j in range(1, len(subs)):
+        later = set(out).union(*subs[j + 1:])
+        other = set(subs[j])
+        keep = (current & other) | ((current | other) & later)
+        macs = macs + prod(sizes[i][1] for i in sorted(keep))
+        current = (current | other) & later
+    return macs
+
+
+@flop_formula(F.scaled_dot_product_attention)
+def _sdpa(op: OpShapes) -> Poly:
+    q, k, v = op.arg(0, "query"), op.arg(1, "key"), op.arg(2, "value")
+    heads_and_batch = prod(q.sym_shape[:-2])
+    return heads_and_batch * q.sym_shape[-2] * k.sym_shape[-2] * (q.sym_shape[-1] + v.sym_shape[-1])
+
+
+@flop_formula(nn.MultiheadAttention)
+def _multihead_attention(op: OpShapes) -> Poly:
+    q, k, v = op.arg(0, "query"), op.arg(1, "key"), op.arg(2, "value")
+    lq, lk, lv = _rows(q), _rows(k), _rows(v)  # sequence lengths (batch size 1)
+    p = op.params
+    if "in_proj_weight" in p:
+        w = p["in_proj_weight"]          # (3E, E) packed q/k/v projection
+        embed = w[0] // 3
+        proj = (lq + lk + lv) * embed * w[1]
+    else:
+        embed = p["q_proj_weight"][0]
+        proj = lq * prod(p["q_proj_weight"]) + lk * prod(p["k_proj_weight"]) + lv * prod(p["v_proj_weight"])
+    extra_keys = int(op.module.bias_k is not None) + int(op.module.add_zero_attn)
+    products = 2 * lq * (lk + extra_keys) * embed  # q·kᵀ and attn·v, summed over heads
+    return proj + products + lq * prod(p["out_proj.weight"])
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _is_symbolic(node: fx.Node) -> bool:
+    values = [node.meta.get(META_SYM)] + [a.meta.get(META_SYM) for a in node.all_input_nodes]
+    shapes: list[Iterable[Poly]] = [t.sym_shape for v in values for t in sym_tensors(v)]
+    shapes += list((node.meta.get(META_PARAMS) or {}).values())
+    return any(not Poly.lift(d).is_const for s in shapes for d in s)
+
+
+class _NodeCounter(fx.Interpreter):
+    """Runs the graph once, counting with FlopCounterMode at the nodes asked for."""
+
+    def __init__(self, gm: fx.GraphModule, nodes: set[fx.Node]):
+        super().__init__(gm)
+        self.wanted = nodes
+        self.macs: dict[fx.Node, float] = {}
+
+    def run_node(self, n: fx.Node) -> Any:
+        if n not in self.wanted:
+            return super().run_node(n)
+        with FlopCounterMode(display=False) as counter:
+            out = super().run_node(n)
+        self.macs[n] = counter.get_total_flops() / 2
+        return out
+
+
+def _measure(analysis: Any, nodes: list[fx.Node]) -> dict[fx.Node, float]:
+    """FlopCounterMode MACs of ``nodes`` in one batch-1 run (eval mode, grad enabled: the
+    counter's own convention, see DESIGN.md invariant 3)."""
+    gm = analysis.gm
+    modes = [(m, m.training) for m in gm.modules()]
+    gm.eval()
+    try:
+        counter = _NodeCounter(gm, set(nodes))
+        with torch.enable_grad():
+            counter.run(*analysis.example_inputs)
+    finally:
+        for m, training in modes:
+            m.training = training
+    return counter.macs
+
+
+def node_macs(analysis: Any) -> dict[str, Poly]:
+    """MACs of every node that does any, as Polys of the features, in execution order."""
+    gm: fx.GraphModule = analysis.gm
+    macs: dict[str, Poly] = {}
+    unknown: list[fx.Node] = []
+    for n in gm.graph.nodes:
+        if n.op not in _CALLS:
+            continue
+        module = gm.get_submodule(n.target) if n.op == "call_module" else None
+        formula = FLOP_FORMULAS.lookup(n, module)
+        if formula is None:
+            unknown.append(n)
+            continue
+        try:
+            macs[n.name] = formula(OpShapes.of(n, module))
+        except (AttributeError, IndexError, KeyError, TypeError) as e:
+            raise CostModelError(
+                f"FLOP formula for {n.format_node()} failed ({type(e).__name__}: {e}); the node's "
+                f"{META_SYM!r}/{META_PARAMS!r} meta is missing or malformed (pass channel_groups)") from e
+    for n, counted in (_measure(analysis, unknown) if unknown else {}).items():
+        if counted == 0:
+            continue
+        if _is_symbolic(n):
+            raise CostModelError(
+                f"cost 'flops': no FLOP formula for {n.format_node()}, which does {counted:g} MACs at full "
+                "width on shapes that depend on the widths; register one with "
+                f"@pareco_fx.cost_models.flops.flop_formula({_target_repr(n)})")
+        macs[n.name] = Poly.const(counted)
+    order = {n.name: i for i, n in enumerate(gm.graph.nodes)}
+    return dict(sorted(macs.items(), key=lambda kv: order[kv[0]]))
+
+
+def _target_repr(n: fx.Node) -> str:
+    if n.op == "call_module":
+        return type(n.graph.owning_module.get_submodule(n.target)).__qualname__
+    return repr(n.target) if isinstance(n.target, str) else getattr(n.target, "__qualname__", str(n.target))
+
+
+class Flops:
+    """The ``flops`` cost model: sum of :func:`node_macs`."""
+
+    def compile(self, analysis: Any) -> CostProgram:
+        return CostProgram(list(node_macs(analysis).values()), num_features=analysis.num_features)
