@@ -122,7 +122,8 @@ def _einsum(op: OpShapes) -> Poly:
 
 def _einsum_macs(equation: str, operands: Sequence[SymTensor]) -> Poly:
     """MACs of torch.einsum without opt_einsum: operands contracted left to right; an index
-    that only one side holds and nothing later needs is summed out first (no MACs)."""
+    that only one side holds and nothing later needs is summed out first (no MACs), and a pair
+    with no index to contract is an element-wise product (no MACs either)."""
     equation = equation.replace(" ", "")
     lhs, arrow, rhs = equation.partition("->")
     specs = lhs.split(",")
@@ -152,8 +153,9 @@ def _einsum_macs(equation: str, operands: Sequence[SymTensor]) -> Poly:
     for j in range(1, len(subs)):
         later = set(out).union(*subs[j + 1:])
         other = set(subs[j])
-        keep = (current & other) | ((current | other) & later)
-        macs = macs + prod(sizes[i][1] for i in sorted(keep))
+        if (current & other) - later:  # no contracted index: torch multiplies element-wise
+            keep = (current & other) | ((current | other) & later)
+            macs = macs + prod(sizes[i][1] for i in sorted(keep))
         current = (current | other) & later
     return macs
 
