@@ -1,0 +1,37 @@
+"""Property test: on random architectures (``tests/archgen.py``) the invariants of DESIGN.md hold.
+
+Hypothesis draws the architectures (seeded, ``derandomize=True``: the same 50 every run); each
+is checked at the smallest, a random and the largest widths. ``benchmarks/fuzz.py`` runs the
+same check on >= 1,000 seeded architectures; every failure either ever finds is kept below as a
+named regression.
+"""
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from archgen import Arch, Op, architectures, build
+from invariants import check_invariants
+
+# name -> architecture that once broke an invariant (from fuzz.json or a hypothesis report)
+REGRESSIONS: dict[str, Arch] = {
+    # the input chain of a ShuffleNet unit: split, branch, cat, shuffle, then split again
+    "split_cat_shuffle_split": Arch(3, 8, (
+        Op("conv", (0,), (8, 3, 1)), Op("split", (1,), (4,)), Op("conv", (3,), (4, 1, 1)),
+        Op("cat", (2, 4)), Op("shuffle", (5,), (2,)), Op("chunk", (6,), (2,)), Op("dw", (8,), (1,)),
+        Op("cat", (7, 9)),
+    ), False, 0, 10),
+}
+
+
+@settings(max_examples=50, derandomize=True, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(arch=architectures(max_ops=10, max_channels=16))
+def test_random_architecture_keeps_invariants(arch: Arch) -> None:
+    check_invariants(build(arch), arch.example_inputs(), trials=("min", "random", "max"))
+
+
+@pytest.mark.parametrize("name", sorted(REGRESSIONS))
+def test_regression(name: str) -> None:
+    arch = REGRESSIONS[name]
+    check_invariants(build(arch), arch.example_inputs(), trials=("min", "random", "max"))
