@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 
 from pareco_fx.errors import UserInputError
 
-__all__ = ["LoadedModel", "load", "parse_input_shape", "TORCHVISION_PREFIX", "DEFAULT_INPUT_SHAPE"]
+__all__ = ["LoadedModel", "load", "spec_name", "parse_input_shape", "TORCHVISION_PREFIX", "DEFAULT_INPUT_SHAPE"]
 
 TORCHVISION_PREFIX = "torchvision:"
 DEFAULT_INPUT_SHAPE = (1, 3, 224, 224)
@@ -98,6 +98,11 @@ def parse_input_shape(text: str | Sequence[int]) -> tuple[int, ...]:
         raise UserInputError(
             f"bad --input-shape {text!r}: give positive integers separated by commas, e.g. 1,3,64,64")
     return shape
+
+
+def spec_name(spec: str) -> str:
+    """The short name a spec loads as: the file's stem, or the torchvision model's name."""
+    return spec[len(TORCHVISION_PREFIX):] if spec.startswith(TORCHVISION_PREFIX) else Path(spec).stem
 
 
 def load(spec: str, input_shape: str | Sequence[int] | None = None, *, check: bool = True) -> LoadedModel:

@@ -5,14 +5,13 @@ written atomically: to a temporary file in the target directory, then ``os.repla
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import torch
 from rich.console import Console, Group
@@ -21,6 +20,9 @@ from rich.text import Text
 
 from pareco_fx.errors import CheckpointError, ParecoError
 from pareco_fx.ir import ChannelGroup
+
+if TYPE_CHECKING:
+    from pareco_fx.optim.front import FrontPoint
 
 __all__ = [
     "ChannelReport",
@@ -223,6 +225,7 @@ class RunFront:
         cost: cost model name.
         method: sampler (pareco, slim, twostage).
         cost_full: cost of the full-width network.
+        slimmable: per group, whether it is slimmable (frozen groups are left out of width plots).
         points: the front's ``FrontPoint``s, cheapest first.
         uniform: the uniform-width comparison points, cheapest first.
     """
@@ -232,12 +235,14 @@ class RunFront:
     cost: str
     method: str
     cost_full: float
-    points: tuple[Any, ...]
-    uniform: tuple[Any, ...]
+    slimmable: tuple[bool, ...]
+    points: tuple[FrontPoint, ...]
+    uniform: tuple[FrontPoint, ...]
 
     def to_json(self) -> dict:
         return {"run": self.run, "model": self.model, "cost": self.cost, "method": self.method,
-                "cost_full": self.cost_full, "points": [point_json(p) for p in self.points],
+                "cost_full": self.cost_full, "slimmable": list(self.slimmable),
+                "points": [point_json(p) for p in self.points],
                 "uniform": [point_json(p) for p in self.uniform]}
 
 
@@ -247,7 +252,7 @@ def load_front(run_dir: str | os.PathLike) -> RunFront:
     Raises:
         CheckpointError: the directory or its front.json is missing or unreadable.
     """
-    from pareco_fx.optim import FrontPoint
+    from pareco_fx.optim.front import FrontPoint  # noqa: F811 - the runtime import
 
     path = Path(run_dir) / "front.json"
     if not Path(run_dir).is_dir():
@@ -256,34 +261,29 @@ def load_front(run_dir: str | os.PathLike) -> RunFront:
         raise CheckpointError(f"{path} not found: the run has not finished; finish it with `pareco-fx slim ... --resume`")
     try:
         data = json.loads(path.read_text())
-        names = [f.name for f in dataclasses.fields(FrontPoint)]
 
-        def points(key: str) -> tuple[Any, ...]:
-            pts = (FrontPoint(**{n: _tuple(d[n]) for n in names}) for d in data[key])
-            return tuple(sorted(pts, key=lambda p: p.cost_ratio))
+        def points(key: str) -> tuple[FrontPoint, ...]:
+            return tuple(sorted((FrontPoint.from_dict(d) for d in data[key]), key=lambda p: p.cost_ratio))
 
         return RunFront(run=os.path.normpath(run_dir), model=str(data["model"]), cost=str(data["cost"]),
                         method=str(data["method"]), cost_full=float(data["cost_full"]),
+                        slimmable=tuple(bool(g["slimmable"]) for g in data["groups"]),
                         points=points("points"), uniform=points("uniform"))
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{path} is corrupted ({type(e).__name__}: {e}); re-run `pareco-fx slim`") from e
 
 
-def _tuple(v: Any) -> Any:
-    return tuple(v) if isinstance(v, list) else v
-
-
-def point_json(p: Any) -> dict:
+def point_json(p: FrontPoint) -> dict:
     """A FrontPoint as a JSON-ready dict."""
-    return dataclasses.asdict(p) if dataclasses.is_dataclass(p) else dict(p)
+    return p.to_dict()
 
 
-def accuracy(p: Any) -> float:
+def accuracy(p: FrontPoint) -> float:
     """The accuracy a front reports: test accuracy when measured, else validation accuracy."""
     return p.test_acc if p.test_acc is not None else p.val_acc
 
 
-def best_under(points: Sequence[Any], budget: float) -> Any | None:
+def best_under(points: Sequence[FrontPoint], budget: float) -> FrontPoint | None:
     """The point with the best *validation* accuracy among those with ``cost_ratio <= budget``.
 
     Selection never looks at test accuracy; ties go to the cheaper point.
@@ -292,22 +292,11 @@ def best_under(points: Sequence[Any], budget: float) -> Any | None:
     return max(fit, key=lambda p: (p.val_acc, -p.cost_ratio)) if fit else None
 
 
-def _channel_list(p: Any) -> list[int]:
-    ch = p.channels
-    if isinstance(ch, Mapping):
-        return [int(ch[k]) for k in sorted(ch, key=int)]
-    return [int(c) for c in ch]
-
-
 def _slimmed(front: RunFront) -> list[int]:
-    """Indices of the groups some point slims: frozen groups stay at 1.0 in every point."""
-    pts = front.points + front.uniform
-    if not pts:
-        return []
-    return [i for i in range(len(pts[0].widths)) if any(p.widths[i] < 1.0 for p in pts)]
+    return [i for i, s in enumerate(front.slimmable) if s]
 
 
-def _widths_text(p: Any, idx: Sequence[int]) -> str:
+def _widths_text(p: FrontPoint, idx: Sequence[int]) -> str:
     ws = [p.widths[i] for i in idx] or [1.0]
     return f"{min(ws):.2f} / {sum(ws) / len(ws):.2f} / {max(ws):.2f}"
 
@@ -415,11 +404,11 @@ def plot_widths(front: RunFront, path: str | os.PathLike, quantiles: Sequence[fl
     for row, (p, u) in enumerate(picks):
         ax = fig.add_subplot(len(picks), 1, row + 1)
         x = list(range(len(idx)))
-        chp = _channel_list(p)
+        chp = p.channels
         ax.bar([i - 0.2 for i in x], [chp[g] for g in idx], width=0.4, color="C0",
                label=f"{front.method} (cost {p.cost_ratio:.2f}, acc {_pct(accuracy(p))})")
         if u is not None:
-            chu = _channel_list(u)
+            chu = u.channels
             ax.bar([i + 0.2 for i in x], [chu[g] for g in idx], width=0.4, color="C1", alpha=0.7,
                    label=f"uniform (cost {u.cost_ratio:.2f}, acc {_pct(accuracy(u))})")
         ax.set_ylabel("channels")
@@ -431,14 +420,14 @@ def plot_widths(front: RunFront, path: str | os.PathLike, quantiles: Sequence[fl
     return _save(fig, path)
 
 
-def _width_picks(front: RunFront, quantiles: Sequence[float]) -> list[tuple[Any, Any | None]]:
+def _width_picks(front: RunFront, quantiles: Sequence[float]) -> list[tuple[FrontPoint, FrontPoint | None]]:
     """Front points nearest to the given quantiles of its cost range, each with the uniform point
     nearest in cost (duplicates dropped)."""
     pts = front.points
     if not pts:
         return []
     lo, hi = pts[0].cost_ratio, pts[-1].cost_ratio
-    chosen: list[Any] = []
+    chosen: list[FrontPoint] = []
     for q in quantiles:
         target = lo + q * (hi - lo)
         p = min(pts, key=lambda p: abs(p.cost_ratio - target))
@@ -447,5 +436,5 @@ def _width_picks(front: RunFront, quantiles: Sequence[float]) -> list[tuple[Any,
     return [(p, _nearest(front.uniform, p.cost_ratio)) for p in chosen]
 
 
-def _nearest(points: Sequence[Any], ratio: float) -> Any | None:
+def _nearest(points: Sequence[FrontPoint], ratio: float) -> FrontPoint | None:
     return min(points, key=lambda u: abs(u.cost_ratio - ratio)) if points else None

@@ -1,16 +1,26 @@
-"""``pareco-fx slim MODEL``: train a slimmable network with PareCO and report its Pareto front."""
+"""``pareco-fx slim MODEL``: train a slimmable network with PareCO and report its Pareto front.
+
+Besides the trainer's files (config.json, checkpoint.pt, history.json, front.json, front.csv) the
+run directory gets ``source.json`` — where the model and the data came from, the input shape,
+min width and divisor — so that ``--resume`` and ``pareco-fx export`` can rebuild the model, and
+the plots ``front.png`` and ``widths.png``.
+"""
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
 from pareco_fx.cli.context import AppContext, check_names, debug_option, emit_json, pass_app
+from pareco_fx.errors import CheckpointError, UserInputError
 
-__all__ = ["slim_cmd", "METHODS", "load_data"]
+__all__ = ["slim_cmd", "SOURCE", "load_data", "read_source"]
 
-METHODS = ("pareco", "slim", "twostage")
+SOURCE = "source.json"
+_DEFAULTS = {"input_shape": None, "data": None, "min_width": 0.42, "divisor": 1}
 
 
 def load_data(loaded: Any, source: str, seed: int) -> tuple[Any, Any, Any]:
@@ -23,30 +33,134 @@ def load_data(loaded: Any, source: str, seed: int) -> tuple[Any, Any, Any]:
     return load_fashion_mnist(source, seed=seed)
 
 
+def read_source(run_dir: Path) -> dict[str, Any]:
+    """The ``source.json`` of a run directory.
+
+    Raises:
+        CheckpointError: missing or unreadable.
+    """
+    path = run_dir / SOURCE
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found: {run_dir} was not made by `pareco-fx slim`")
+    try:
+        data = json.loads(path.read_text())
+        return {key: data[key] for key in ("model", *_DEFAULTS)}
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path} is corrupted ({type(e).__name__}: {e}); re-run `pareco-fx slim`") from e
+
+
+def _data_source(data: str | None, loaded: Any) -> str:
+    if data is None:
+        return "model" if loaded.datasets is not None else "embedded"
+    if data in ("embedded", "fashion-mnist"):
+        return data
+    return str(Path(data).resolve())  # export may run from another directory
+
+
 @click.command("slim")
 @click.argument("model_spec", metavar="MODEL")
-@click.option("--cost", help="Cost model to trade accuracy against (flops, memory, params or a registered one).")
-@click.option("--method", help="Sampler: pareco (default), slim (uniform widths) or twostage.")
+@click.option("--cost", help="Cost model to trade accuracy against: flops, memory, params or a registered one "
+                             "[default: flops].")
+@click.option("--method", help="Sampler: pareco, slim (uniform widths) or twostage [default: pareco].")
 @click.option("--epochs", type=click.IntRange(min=1), help="Training epochs.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Training batch size.")
-@click.option("--lr", type=click.FloatRange(0.0, min_open=True), help="Learning rate (for batch size 128).")
-@click.option("--min-width", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.42, show_default=True,
-              help="Smallest width of a channel group.")
-@click.option("--divisor", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Channel counts are multiples of this.")
+@click.option("--lr", type=click.FloatRange(0.0, min_open=True), help="Peak learning rate (for batch size 128).")
+@click.option("--min-width", type=click.FloatRange(0.0, 1.0, min_open=True),
+              help="Smallest width of a channel group [default: 0.42].")
+@click.option("--divisor", type=click.IntRange(min=1), help="Channel counts are multiples of this [default: 1].")
 @click.option("--data", help="embedded, fashion-mnist or a directory of Fashion-MNIST IDX files "
                              "[default: the model file's datasets(), else embedded].")
 @click.option("--input-shape", metavar="SHAPE", help="Shape of a random example input, e.g. 1,3,64,64.")
 @click.option("--out", "out_dir", metavar="DIR", help="Run directory [default: runs/<model>-<method>-<cost>].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights, data order and sampler.")
+@click.option("--seed", type=int, help="Seed of the weights, data split and order, and sampler [default: 0].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
-@click.option("--force", is_flag=True, help="Overwrite an existing run in --out.")
+@click.option("--force", is_flag=True, help="Start over in an --out that holds a run.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the front as one JSON object.")
 @debug_option
 @pass_app
 def slim_cmd(app: AppContext, model_spec: str, cost: str | None, method: str | None, epochs: int | None,
-             batch_size: int | None, lr: float | None, min_width: float, divisor: int, data: str | None,
-             input_shape: str | None, out_dir: str | None, seed: int, resume: bool, force: bool,
-             as_json: bool) -> None:
-    """Train MODEL's channel widths and weights with PareCO; write the front to the run directory."""
-    raise NotImplementedError
+             batch_size: int | None, lr: float | None, min_width: float | None, divisor: int | None,
+             data: str | None, input_shape: str | None, out_dir: str | None, seed: int | None, resume: bool,
+             force: bool, no_progress: bool, as_json: bool) -> None:
+    """Train MODEL's shared weights and per-group widths; write the front to the run directory."""
+    import torch
+
+    import pareco_fx
+    from pareco_fx import cost_models, modelfile
+    from pareco_fx.optim.checkpoint import write_json
+    from pareco_fx.optim.config import METHODS, TrainConfig
+    from pareco_fx.optim.trainer import train
+    from pareco_fx.report import front_table, load_front, plot_front, plot_widths
+
+    if resume and force:
+        raise UserInputError("--resume and --force exclude each other: continue the run or start over")
+    check_names([method] if method else [], METHODS, "method")
+    check_names([cost] if cost else [], sorted(cost_models.available()), "cost model")
+    given = {k: v for k, v in dict(method=method, cost=cost, epochs=epochs, batch_size=batch_size, lr=lr,
+                                   seed=seed).items() if v is not None}
+    fresh = TrainConfig().replace(**given)
+    out = Path(out_dir or Path("runs") / f"{modelfile.spec_name(model_spec)}-{fresh.method}-{fresh.cost}")
+    stored = _stored_run(out, resume, force)
+    config = TrainConfig.from_dict(stored["config"]).replace(**given) if stored else fresh
+    src = {**_DEFAULTS, **(stored["source"] if stored else {})}
+    shape = list(modelfile.parse_input_shape(input_shape)) if input_shape else None
+    src.update({k: v for k, v in dict(input_shape=shape, min_width=min_width, divisor=divisor).items()
+                if v is not None})
+
+    torch.manual_seed(config.seed)  # the initial weights
+    loaded = modelfile.load(model_spec, src["input_shape"])
+    src["model"] = loaded.source
+    if data is not None or src["data"] is None:
+        src["data"] = _data_source(data, loaded)
+    if stored:
+        _check_same_source(out, stored["source"], src)
+    train_set, val_set, test_set = load_data(loaded, src["data"], config.seed)
+    slim = pareco_fx.make_slimmable(loaded.model, loaded.example_inputs, min_width=src["min_width"],
+                                    divisor=src["divisor"])
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / SOURCE, src)
+    try:
+        train(slim, train_set, val_set, test_set, config=config, run_dir=out, resume=resume,
+              progress=not no_progress, force=force, model_name=loaded.name)
+    except KeyboardInterrupt:
+        app.err.print(f"interrupted: the last checkpoint is in {out}; continue with --resume --out {out}")
+        sys.exit(130)
+
+    front = load_front(out)
+    plot_front([front], out / "front.png")
+    plot_widths(front, out / "widths.png")
+    if as_json:
+        emit_json({**front.to_json(), "run_dir": str(out)})
+        return
+    app.out.print(front_table(front))
+    app.err.print(f"run written to {out}/ (front.json, front.csv, front.png, widths.png, checkpoint.pt)")
+
+
+def _stored_run(out: Path, resume: bool, force: bool) -> dict[str, Any] | None:
+    """The stored config and source of the run to resume (None for a fresh run).
+
+    Refuses, before anything is written, to overwrite a run without --resume or --force.
+    """
+    from pareco_fx.optim.trainer import CHECKPOINT, CONFIG
+
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"{out} exists and is not a directory; choose another --out")
+    if not resume:
+        if (out / CHECKPOINT).exists() and not force:
+            raise UserInputError(f"{out} already holds a training run; continue it (--resume), start over "
+                                 "(--force) or choose another --out")
+        return None
+    if not (out / CHECKPOINT).is_file():
+        return None  # nothing to resume yet: a fresh start
+    try:
+        return {"config": json.loads((out / CONFIG).read_text()), "source": read_source(out)}
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{out / CONFIG} is missing or corrupted ({e}); start over with --force") from e
+
+
+def _check_same_source(out: Path, stored: dict[str, Any], now: dict[str, Any]) -> None:
+    diff = [f"{k}={now[k]!r} (run has {stored[k]!r})" for k in now if now[k] != stored.get(k)]
+    if diff:
+        raise UserInputError(f"cannot resume {out}: options differ from the stored run: {', '.join(diff)}; "
+                             "resume with the run's options, or start over with --force")
