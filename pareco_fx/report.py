@@ -99,13 +99,13 @@ class ChannelReport:
     def table(self) -> Table:
         """One row per group: id, channels, slimmable or the frozen reason, members, cost shares."""
         table = Table(title=f"channel groups of {self.model}", title_justify="left")
-        table.add_column("id", justify="right")
-        table.add_column("channels", justify="right")
-        table.add_column("status (why frozen)")
-        table.add_column("members", overflow="fold")
+        table.add_column("id", justify="right", no_wrap=True)
+        table.add_column("channels", justify="right", no_wrap=True)
+        table.add_column("status (why frozen)", min_width=9)
+        table.add_column("members", min_width=12)
         costs = self.costs or {}
-        for name in costs:
-            table.add_column(f"{name} share", justify="right")
+        for name in costs:  # the share of each cost the group controls
+            table.add_column(f"{name} %", justify="right", no_wrap=True)
         for g in self.groups:
             status = Text("slimmable", style="green") if g.slimmable else Text(g.reason or "frozen", style="yellow")
             channels = f"{g.channels}" if g.quantum == 1 else f"{g.channels} (step {g.quantum})"
@@ -298,7 +298,7 @@ def _slimmed(front: RunFront) -> list[int]:
 
 def _widths_text(p: FrontPoint, idx: Sequence[int]) -> str:
     ws = [p.widths[i] for i in idx] or [1.0]
-    return f"{min(ws):.2f} / {sum(ws) / len(ws):.2f} / {max(ws):.2f}"
+    return f"{min(ws):.2f}/{sum(ws) / len(ws):.2f}/{max(ws):.2f}"
 
 
 def _pct(x: float | None) -> str:
@@ -310,7 +310,7 @@ def front_table(front: RunFront) -> Table:
     unit = COST_UNITS.get(front.cost, "")
     table = Table(title=f"{front.run}: {front.method} front of {front.model} by {front.cost}", title_justify="left")
     for col in ("#", "cost ratio", f"{front.cost} ({unit})" if unit else front.cost, "val acc", "test acc",
-                "train loss", "widths min / mean / max"):
+                "train loss", "widths min/mean/max"):
         table.add_column(col, justify="right")
     idx = _slimmed(front)
     for i, p in enumerate(front.points):

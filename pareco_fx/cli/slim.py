@@ -113,13 +113,14 @@ def slim_cmd(app: AppContext, model_spec: str, cost: str | None, method: str | N
     src["model"] = loaded.source
     if data is not None or src["data"] is None:
         src["data"] = _data_source(data, loaded)
-    if stored:
-        _check_same_source(out, stored["source"], src)
+    if stored:  # refuse before anything is written
+        _refuse_changes(out, {**stored["config"], **stored["source"]}, {**config.to_dict(), **src})
     train_set, val_set, test_set = load_data(loaded, src["data"], config.seed)
     slim = pareco_fx.make_slimmable(loaded.model, loaded.example_inputs, min_width=src["min_width"],
                                     divisor=src["divisor"])
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / SOURCE, src)
+    if not stored:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / SOURCE, src)
     try:
         train(slim, train_set, val_set, test_set, config=config, run_dir=out, resume=resume,
               progress=not no_progress, force=force, model_name=loaded.name)
@@ -159,8 +160,8 @@ def _stored_run(out: Path, resume: bool, force: bool) -> dict[str, Any] | None:
         raise CheckpointError(f"{out / CONFIG} is missing or corrupted ({e}); start over with --force") from e
 
 
-def _check_same_source(out: Path, stored: dict[str, Any], now: dict[str, Any]) -> None:
-    diff = [f"{k}={now[k]!r} (run has {stored[k]!r})" for k in now if now[k] != stored.get(k)]
+def _refuse_changes(out: Path, stored: dict[str, Any], now: dict[str, Any]) -> None:
+    diff = [f"{k}={now[k]!r} (run has {stored.get(k)!r})" for k in now if now[k] != stored.get(k)]
     if diff:
         raise UserInputError(f"cannot resume {out}: options differ from the stored run: {', '.join(diff)}; "
                              "resume with the run's options, or start over with --force")

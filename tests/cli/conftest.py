@@ -1,4 +1,4 @@
-"""Helpers of the CLI tests: run `pareco-fx` in-process with click's CliRunner."""
+"""Fixtures of the CLI tests."""
 from __future__ import annotations
 
 import textwrap
@@ -6,42 +6,9 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from pareco_fx.cli.main import cli
-
-# A small CNN whose groups and costs are easy to compute by hand.
-TINY_CNN = """
-import torch
-from torch import nn
-
-
-class Tiny(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 8, 3)
-        self.conv2 = nn.Conv2d(8, 16, 3)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(16, 10)
-
-    def forward(self, x):
-        x = torch.relu(self.conv1(x))
-        x = torch.relu(self.conv2(x))
-        return self.fc(torch.flatten(self.pool(x), 1))
-
-
-def model():
-    return Tiny()
-
-
-def example_inputs():
-    return (torch.randn(2, 3, 12, 12),)
-"""
-
-
-def invoke(*args: str) -> Result:
-    """Run the CLI; wide columns so that rich does not wrap lines."""
-    return CliRunner().invoke(cli, list(args), env={"COLUMNS": "250"}, catch_exceptions=False)
+from cli_helpers import TINY_CNN, invoke
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_CNN
+from cli_helpers import TINY_CNN, assert_one_line_error, state
 
 UNTRACEABLE = """
 import torch
@@ -46,7 +46,7 @@ MODEL_CASES = {
                           "--input-shape"),
     "wrong_input_shape": (TINY_CNN, ["--input-shape", "1,5,12,12"], "fails on example inputs of shape (1, 5, 12, 12)"),
     "bad_input_shape": (TINY_CNN, ["--input-shape", "1,three"], "bad --input-shape"),
-    "untraceable": (UNTRACEABLE, [], "line"),
+    "untraceable": (UNTRACEABLE, [], "Branchy"),
     "unknown_cost": (TINY_CNN, ["--cost", "latency"], "unknown cost model 'latency'; available: "),
     "bad_min_width": (TINY_CNN, ["--min-width", "1.5"], "--min-width"),
 }
@@ -59,20 +59,6 @@ def write_case(tmp_path: Path, content: str | bytes | None) -> Path:
     elif content is not None:
         path.write_text(content)
     return path
-
-
-def state(tmp_path: Path) -> dict[str, tuple[bytes, int]]:
-    """Every file under tmp_path with its bytes and modification time."""
-    return {str(p): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(tmp_path.rglob("*")) if p.is_file()}
-
-
-def assert_one_line_error(result, message: str) -> None:
-    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    assert message in lines[0], lines[0]
-    assert "Traceback" not in result.stderr and result.stdout == ""
 
 
 @pytest.mark.parametrize("case", sorted(MODEL_CASES))

@@ -80,7 +80,7 @@ def test_cost_shares_match_the_cost_models(run_cli, model_file) -> None:
 def test_cost_table_has_a_share_column_and_totals(run_cli, model_file) -> None:
     result = run_cli("inspect", str(model_file()), "--cost", "params", "--min-width", "0.5")
     assert result.exit_code == 0, result.stderr
-    assert "params share" in result.stdout
+    assert "params %" in result.stdout
     assert "params: 1.56 K params at full width" in result.stdout
     assert "44.0%" in result.stdout  # 688 / 1562
 
@@ -91,5 +91,7 @@ def test_torchvision_resnet18(run_cli) -> None:
     out = json.loads(result.stdout)
     assert out["model"] == "resnet18"
     assert out == json.loads(json.dumps(expected_json("torchvision:resnet18", "1,3,32,32")))
-    assert out["summary"]["slimmable_share"] >= 0.9  # issue 2's target for ResNets
+    # only the classifier's 1000 outputs stay fixed
+    frozen = [g for g in out["groups"] if not g["slimmable"]]
+    assert [g["channels"] for g in frozen] == [1000] and frozen[0]["reason"]
     assert all(set(g) == GROUP_KEYS for g in out["groups"])
