@@ -1,0 +1,149 @@
+"""Tracing: torch.fx with a leaf policy, a fallback for untraceable submodules, and concrete values.
+
+``trace(model, example_inputs)`` returns a GraphModule whose nodes carry ``tensor_meta`` and, for
+non-tensor values (sizes, ints), ``node.meta[META_VALUE]``; it is run at batch size 1 so every
+recorded size is per example. A submodule that fx cannot trace becomes a leaf and is listed in
+``gm.meta["pareco.fallback_leaves"]`` (name → error), so the analysis can freeze its channels.
+"""
+from __future__ import annotations
+
+import copy
+import linecache
+import traceback
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+from torch.fx.passes.shape_prop import _extract_tensor_metadata
+
+from pareco_fx.errors import TraceError
+from pareco_fx.ir import META_VALUE
+
+__all__ = ["register_leaf", "is_registered_leaf", "trace", "batch_one", "META_STORAGE"]
+
+META_STORAGE = "pareco.storage"  # per tensor leaf of the output: (storage id, storage elements)
+
+_LEAVES: list[type] = []
+
+
+def register_leaf(*module_types: type) -> None:
+    """Make modules of these types leaves: traced as one call, never looked into.
+
+    Use it for modules fx cannot trace, or whose channels you want handled by a rule of your own.
+    """
+    for t in module_types:
+        if t not in _LEAVES:
+            _LEAVES.append(t)
+
+
+def is_registered_leaf(m: nn.Module) -> bool:
+    return isinstance(m, tuple(_LEAVES))
+
+
+def _register_builtin_leaves() -> None:
+    try:  # StochasticDepth branches on self.training: as a leaf it keeps working in both modes
+        from torchvision.ops import StochasticDepth
+
+        register_leaf(StochasticDepth)
+    except ImportError:  # pragma: no cover - torchvision is a dependency
+        pass
+    register_leaf(nn.MultiheadAttention)
+
+
+_register_builtin_leaves()
+
+
+class _Tracer(fx.Tracer):
+    """fx tracer: registered leaves + torch.nn layers are leaves; untraceable submodules fall back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fallbacks: dict[str, str] = {}
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return is_registered_leaf(m) or qualname in self.fallbacks or super().is_leaf_module(m, qualname)
+
+    def call_module(self, m: nn.Module, forward: Callable, args: tuple, kwargs: dict) -> Any:
+        qualname = self.path_of_module(m)
+        if self.is_leaf_module(m, qualname):
+            return super().call_module(m, forward, args, kwargs)
+        before = set(self.graph.nodes)
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception as e:  # noqa: BLE001 - any failure inside makes the submodule a leaf
+            for n in reversed([n for n in self.graph.nodes if n not in before]):
+                self.graph.erase_node(n)
+            self.fallbacks[qualname] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            return self.create_proxy("call_module", qualname, args, kwargs)
+
+
+def _user_frame(exc: BaseException) -> str:
+    """The innermost frame of the traceback outside torch: the user's failing line."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/torch/" not in f.filename]
+    if not frames:
+        return "unknown location"
+    f = frames[-1]
+    line = (f.line or linecache.getline(f.filename, f.lineno)).strip()
+    return f"{f.filename}:{f.lineno} in {f.name}: `{line}`"
+
+
+def batch_one(inputs: Iterable[Any]) -> tuple:
+    """The first example of every batched tensor input."""
+    return tuple(t[:1] if isinstance(t, torch.Tensor) and t.dim() > 0 else t for t in inputs)
+
+
+def trace(model: nn.Module, example_inputs: tuple) -> fx.GraphModule:
+    """Trace a deep copy of ``model`` and record shapes, values and storages at batch size 1."""
+    model = copy.deepcopy(model)
+    tracer = _Tracer()
+    try:
+        graph = tracer.trace(model)
+    except Exception as e:  # noqa: BLE001
+        raise TraceError(
+            f"torch.fx cannot trace {type(model).__name__} at {_user_frame(e)} ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}). Fix: move data-dependent control flow into a "
+            "submodule and mark it a leaf with pareco_fx.register_leaf(ModuleType), or make it static."
+        ) from e
+    gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
+    gm.meta["pareco.fallback_leaves"] = dict(tracer.fallbacks)
+    record_values(gm, batch_one(example_inputs))
+    return gm
+
+
+class _Recorder(fx.Interpreter):
+    def run_node(self, n: fx.Node) -> Any:
+        value = super().run_node(n)
+        storages = []
+
+        def visit(v: Any) -> Any:
+            if isinstance(v, torch.Tensor):
+                s = v.untyped_storage()
+                storages.append((s.data_ptr(), s.nbytes() // max(1, v.element_size())))
+                return _extract_tensor_metadata(v)
+            return v
+
+        meta = fx.node.map_aggregate(value, visit)
+        if storages:
+            n.meta["tensor_meta"] = meta
+            n.meta[META_STORAGE] = storages
+        else:
+            n.meta[META_VALUE] = value
+        return value
+
+
+def record_values(gm: fx.GraphModule, inputs: tuple) -> None:
+    """Run ``gm`` once (eval mode, no grad) keeping every value alive, so storage ids are unique."""
+    was_training = gm.training
+    gm.eval()
+    try:
+        with torch.no_grad():
+            _Recorder(gm, garbage_collect_values=False).run(*inputs)
+    except Exception as e:  # noqa: BLE001
+        raise TraceError(
+            f"running the traced model on the example inputs failed at {_user_frame(e)}: "
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. Fix: check that "
+            "example_inputs() matches what the model's forward expects (shapes, number of inputs)."
+        ) from e
+    finally:
+        gm.train(was_training)

@@ -1,0 +1,1 @@
+"""Graph passes: channel groups, slimmable rewrite, extraction (installed as pareco_fx.passes)."""

@@ -1,0 +1,619 @@
+"""Channel-group analysis: channel-label propagation and union-find.
+
+``run(gm, divisor)`` walks a traced graph (``pareco_fx.trace.trace``) in execution order. Layers
+that create channels give them fresh labels; every other op moves, ties or drops labels by the
+rule registered for it (``passes/rules``); ops without a rule are boundaries whose channels are
+frozen. Ties are collected as pairs of channel ids; their connected components are the units of
+slimming, and units that always appear side by side in the same order form a group (a group is
+cut wherever two units meet in one tensor but not in another: concat offsets, splits).
+
+Results go to ``node.meta`` (``pareco.layout``, ``pareco.layer``, ``pareco.sym`` …) and to the
+returned :class:`ChannelAnalysis`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.fx as fx
+import torch.nn as nn
+from scipy.sparse.csgraph import connected_components
+
+from pareco_fx.errors import AnalysisError
+from pareco_fx.ir import (
+    META_LAYOUT,
+    META_PARAM_NUMEL,
+    META_PARAMS,
+    META_SYM,
+    META_VALUE,
+    ChannelGroup,
+    Poly,
+    SymTensor,
+    prod,
+)
+from pareco_fx.passes.labels import FIXED, Layout, varying_axes
+from pareco_fx.passes.rules import KIND, rule_for
+from pareco_fx.trace import META_STORAGE
+
+__all__ = ["run", "ChannelAnalysis", "Ctx", "META_LAYER", "META_KIND", "leaves", "map_layouts"]
+
+META_LAYER = "pareco.layer"   # dict of label vectors a layer slices its parameters by
+META_KIND = "pareco.kind"     # the rule family that handled the node ("movement", "layer", …)
+
+
+def leaves(tree: Any) -> list:
+    """Leaves of a tuple/list/dict pytree, in fx's map_aggregate order."""
+    if isinstance(tree, (tuple, list)):
+        return [x for t in tree for x in leaves(t)]
+    if isinstance(tree, dict):
+        return [x for t in tree.values() for x in leaves(t)]
+    return [tree]
+
+
+def map_layouts(tree: Any, fn: Callable[[Layout], Any]) -> Any:
+    if isinstance(tree, Layout):
+        return fn(tree)
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(map_layouts(t, fn) for t in tree) if not hasattr(tree, "_fields") else \
+            type(tree)(*(map_layouts(t, fn) for t in tree))
+    if isinstance(tree, dict):
+        return {k: map_layouts(v, fn) for k, v in tree.items()}
+    return tree
+
+
+def _meta_shapes(node: fx.Node) -> Any:
+    """Pytree of output shapes (tuples) mirroring the value; None for non-tensors."""
+    tm = node.meta.get("tensor_meta")
+
+    def conv(m: Any) -> Any:
+        if hasattr(m, "shape") and hasattr(m, "dtype"):
+            return tuple(m.shape)
+        if isinstance(m, (tuple, list)):
+            return type(m)(conv(x) for x in m) if not hasattr(m, "_fields") else type(m)(*(conv(x) for x in m))
+        if isinstance(m, dict):
+            return {k: conv(v) for k, v in m.items()}
+        return None
+
+    return conv(tm) if tm is not None else None
+
+
+def _describe(node: fx.Node) -> str:
+    if node.op == "call_module":
+        return f"module '{node.target}'"
+    if node.op == "call_method":
+        return f"method '.{node.target}()' at node '{node.name}'"
+    if node.op == "call_function":
+        name = getattr(node.target, "__name__", str(node.target))
+        return f"function '{name}' at node '{node.name}'"
+    return f"node '{node.name}'"
+
+
+class Ctx:
+    """What a rule sees of one node, and the actions it may take."""
+
+    def __init__(self, prop: "_Propagator", node: fx.Node):
+        self.prop = prop
+        self.node = node
+        self.module = prop.gm.get_submodule(node.target) if node.op == "call_module" else None
+        self.where = _describe(node)
+
+    # --- reading -------------------------------------------------------------------------
+    @property
+    def args(self) -> tuple:
+        return self.node.args
+
+    @property
+    def kwargs(self) -> dict:
+        return self.node.kwargs
+
+    def arg(self, i: int, name: str | None = None, default: Any = None) -> Any:
+        """The i-th positional argument, or the keyword ``name``, or ``default``."""
+        if i < len(self.node.args):
+            return self.node.args[i]
+        if name is not None and name in self.node.kwargs:
+            return self.node.kwargs[name]
+        return default
+
+    def layout(self, a: Any) -> Any:
+        return self.prop.env.get(a) if isinstance(a, fx.Node) else None
+
+    def value(self, a: Any) -> Any:
+        """Concrete value of a non-tensor argument (sizes recorded at batch size 1)."""
+        return fx.node.map_aggregate(a, lambda x: x.meta.get(META_VALUE) if isinstance(x, fx.Node) else x)
+
+    def is_tensor(self, a: Any) -> bool:
+        return isinstance(a, fx.Node) and isinstance(self.prop.env.get(a), Layout)
+
+    def tensor_inputs(self) -> list[fx.Node]:
+        return [a for a in self.node.all_input_nodes if self.prop.env.get(a) is not None]
+
+    def out_shape(self) -> Any:
+        return _meta_shapes(self.node)
+
+    # --- acting --------------------------------------------------------------------------
+    def new_atom(self, n: int, real: bool = True) -> torch.Tensor:
+        return self.prop.new_atom(n, self.node, real)
+
+    def module_atom(self, n: int) -> torch.Tensor:
+        """Output labels of this module; a module called twice reuses its labels (shared weights)."""
+        key = self.node.target
+        if key not in self.prop.module_atoms:
+            self.prop.module_atoms[key] = self.new_atom(n)
+        return self.prop.module_atoms[key]
+
+    def union(self, a: torch.Tensor, b: torch.Tensor, why: str) -> None:
+        self.prop.union(a, b, f"{why} at {self.where}")
+
+    def freeze(self, labels: torch.Tensor | Layout | None, reason: str) -> None:
+        if isinstance(labels, Layout):
+            labels = labels.materialize() if labels.labeled else None
+        if labels is not None:
+            self.prop.freeze(labels, reason)
+
+    def freeze_inputs(self, reason: str) -> None:
+        for a in self.tensor_inputs():
+            for lay in leaves(self.prop.env[a]):
+                if isinstance(lay, Layout):
+                    self.freeze(lay, reason)
+
+    def factor(self, raw: torch.Tensor) -> Layout:
+        """Layout of a per-element label tensor; ties labels until one channel axis is left."""
+        shape = tuple(raw.shape)
+        axes = varying_axes(raw)
+        if not axes:
+            return Layout.fixed(shape)
+        if len(axes) == 1:
+            a = axes[0]
+            idx = [0] * raw.dim()
+            idx[a] = slice(None)
+            return Layout.along(shape, a, raw[tuple(idx)].clone())
+
+        def distinct(a: int) -> int:
+            idx = [0] * raw.dim()
+            idx[a] = slice(None)
+            return int(torch.unique(raw[tuple(idx)]).numel())
+
+        keep = max(axes, key=lambda a: (distinct(a), a))
+        idx = [slice(0, 1)] * raw.dim()
+        idx[keep] = slice(None)
+        ref = raw[tuple(idx)].expand(shape)
+        self.union(raw.reshape(-1), ref.reshape(-1), f"channels interleaved along axes {axes}")
+        vec = raw[tuple(0 if d != keep else slice(None) for d in range(raw.dim()))].clone()
+        return Layout.along(shape, keep, vec)
+
+    def set_param_axes(self, param: Any, axes: dict[int, torch.Tensor]) -> bool:
+        """Declare the channel axes of a parameter read through get_attr (weights of F.linear …)."""
+        if not (isinstance(param, fx.Node) and param.op == "get_attr"):
+            return False
+        self.prop.param_override[param] = axes
+        return True
+
+    def set_layer(self, **vectors: Any) -> None:
+        self.node.meta[META_LAYER] = vectors
+
+    def shared_vec(self, vec: torch.Tensor, role: str = "in") -> torch.Tensor:
+        """For a module called more than once: tie this call's vector to the first call's."""
+        key = (role, self.node.target)
+        first = self.prop.module_atoms.setdefault(key, vec)
+        if first is not vec and first.numel() == vec.numel():
+            self.union(first, vec, "module called twice")
+        return first
+
+
+class _Propagator:
+    def __init__(self, gm: fx.GraphModule):
+        self.gm = gm
+        self.env: dict[fx.Node, Any] = {}
+        self.next_id = 1
+        self.atoms: list[tuple[int, int, str, bool]] = []  # start, size, node name, real
+        self.pairs: list[np.ndarray] = []
+        self.frozen: list[tuple[np.ndarray, str]] = []
+        self.module_atoms: dict[Any, torch.Tensor] = {}
+        self.param_override: dict[fx.Node, dict[int, torch.Tensor]] = {}
+
+    def new_atom(self, n: int, node: fx.Node, real: bool) -> torch.Tensor:
+        ids = torch.arange(self.next_id, self.next_id + n, dtype=torch.int64)
+        self.atoms.append((self.next_id, n, node.target if node.op == "call_module" else node.name, real))
+        self.next_id += n
+        return ids
+
+    def union(self, a: torch.Tensor, b: torch.Tensor, why: str) -> None:
+        a, b = a.reshape(-1), b.reshape(-1)
+        fa, fb = a == FIXED, b == FIXED
+        both = ~fa & ~fb
+        if bool(both.any()):
+            pairs = torch.stack([a[both], b[both]], 1)
+            self.pairs.append(torch.unique(pairs, dim=0).numpy())
+        one = fa ^ fb
+        if bool(one.any()):
+            self.freeze(torch.where(fa, b, a)[one], f"tied to a fixed-size tensor ({why})")
+
+    def freeze(self, labels: torch.Tensor, reason: str) -> None:
+        ids = torch.unique(labels.reshape(-1))
+        ids = ids[ids != FIXED]
+        if ids.numel():
+            self.frozen.append((ids.numpy(), reason))
+
+    def run(self) -> None:
+        fallbacks = self.gm.meta.get("pareco.fallback_leaves", {})
+        for node in self.gm.graph.nodes:
+            ctx = Ctx(self, node)
+            shapes = _meta_shapes(node)
+            if node.op == "placeholder":
+                self.env[node] = _fixed_tree(shapes)
+            elif node.op == "get_attr":
+                self.env[node] = self._get_attr(ctx, shapes)
+            elif node.op == "output":
+                for a in node.all_input_nodes:
+                    for lay in leaves(self.env.get(a)):
+                        if isinstance(lay, Layout):
+                            ctx.freeze(lay, f"model output (kept at full size, via node '{a.name}')")
+                continue
+            elif shapes is None:
+                self.env[node] = None  # sizes, ints: the runtime recomputes them from compact tensors
+            else:
+                fn = rule_for(node, ctx.module)
+                if fn is None:
+                    extra = f" — it could not be traced ({fallbacks[node.target]})" if node.target in fallbacks else ""
+                    reason = (f"boundary: {ctx.where} has no channel rule{extra}; register one with "
+                              "pareco_fx.register_rule(...)")
+                    ctx.freeze_inputs(reason)
+                    self.env[node] = _fixed_tree(shapes)
+                    node.meta[META_KIND] = "boundary"
+                else:
+                    out = fn(ctx)
+                    self.env[node] = out if out is not None else _fixed_tree(shapes)
+                    node.meta[META_KIND] = KIND.get(fn, "custom")
+            node.meta[META_LAYOUT] = self.env[node]
+
+    def _get_attr(self, ctx: Ctx, shapes: Any) -> Any:
+        if not isinstance(shapes, tuple):
+            return None
+        numel = int(np.prod(shapes)) if shapes else 1
+        big = [d for d, s in enumerate(shapes) if s > 1]
+        if len(big) == 1:  # layer scale, bias-like vectors, class tokens
+            return Layout.along(shapes, big[0], ctx.new_atom(shapes[big[0]], real=False))
+        if numel > 1:      # position embeddings, weights: one label per element until tied
+            return Layout(shapes, raw=ctx.new_atom(numel, real=False).view(shapes))
+        return Layout.fixed(shapes)
+
+
+def _fixed_tree(shapes: Any) -> Any:
+    if shapes is None:
+        return None
+    if isinstance(shapes, tuple) and all(isinstance(s, int) for s in shapes):
+        return Layout.fixed(shapes)
+    if isinstance(shapes, (tuple, list)):
+        return type(shapes)(_fixed_tree(s) for s in shapes)
+    if isinstance(shapes, dict):
+        return {k: _fixed_tree(v) for k, v in shapes.items()}
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Groups from the ties
+# ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class ChannelAnalysis:
+    """Result of the channel-group pass.
+
+    Attributes:
+        gm: the traced model, its nodes annotated (batch size 1).
+        groups: the channel groups, index i is entry i of a width vector.
+        divisor: channel counts are rounded to multiples of it.
+        comp: unit (connected component) of every channel id.
+        unit_group / unit_rank: group and position in the group of every unit (-1: fixed).
+        tables: look-up features (group, table over active units) beyond the G unit counts.
+        param_syms: symbolic shape of every distinct parameter.
+        example_inputs: the batch-1 example inputs.
+    """
+
+    gm: fx.GraphModule
+    groups: list[ChannelGroup]
+    divisor: int
+    comp: np.ndarray
+    unit_group: np.ndarray
+    unit_rank: np.ndarray
+    tables: list[tuple[int, torch.Tensor]]
+    param_syms: dict[str, tuple[Poly, ...]]
+    example_inputs: tuple
+    pairs: np.ndarray
+    atoms: list[tuple[int, int, str, bool]]
+    frozen_units: dict[int, str]
+
+    @property
+    def num_features(self) -> int:
+        return len(self.groups) + len(self.tables)
+
+    def resolve(self, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Group (-1: fixed) and rank of every label."""
+        u = self.comp[labels.reshape(-1).numpy()]
+        return self.unit_group[u], self.unit_rank[u]
+
+    def units(self, W: torch.Tensor) -> torch.Tensor:
+        """Active units per group for a batch of widths ``[B, G]`` (frozen groups: all)."""
+        C = torch.tensor([g.channels for g in self.groups], dtype=torch.float64)
+        q = torch.tensor([g.quantum for g in self.groups], dtype=torch.float64)
+        U = C / q
+        k = torch.floor(W.to(torch.float64) * C + 1e-9).clamp(min=1)
+        if self.divisor > 1:
+            k = torch.clamp(torch.floor(k / self.divisor) * self.divisor, min=self.divisor)
+        u = torch.minimum(torch.clamp(torch.floor(k / q + 1e-9), min=1), U)
+        frozen = torch.tensor([not g.slimmable for g in self.groups])
+        return torch.where(frozen, U.expand_as(u), u)
+
+    def features(self, W: torch.Tensor) -> torch.Tensor:
+        """Feature matrix ``[B, F]`` (float64) every symbolic size is a polynomial of."""
+        u = self.units(W)
+        cols = [u]
+        for g, table in self.tables:
+            cols.append(table[u[:, g].long()].unsqueeze(1))
+        return torch.cat(cols, 1)
+
+    @property
+    def graph(self) -> "Any":
+        """Couplings as a networkx graph: channel pieces are nodes, ties are edges."""
+        import networkx as nx
+
+        G = nx.Graph()
+        piece_of = np.zeros(len(self.comp), dtype=np.int64) - 1
+        pieces = []
+        for start, size, name, real in self.atoms:
+            if not real:
+                continue
+            gids, _ = self.resolve(torch.arange(start, start + size))
+            cuts = np.flatnonzero(np.r_[True, gids[1:] != gids[:-1]])
+            for a, b in zip(cuts, list(cuts[1:]) + [size]):
+                pid = len(pieces)
+                pieces.append((name, int(a), int(b), int(gids[a])))
+                piece_of[start + a:start + b] = pid
+                G.add_node(pid, module=name, start=int(a), stop=int(b), group=int(gids[a]))
+        units = {}
+        for ch in range(1, len(self.comp)):
+            if piece_of[ch] >= 0:
+                units.setdefault(self.comp[ch], []).append(piece_of[ch])
+        for ps in units.values():
+            for p in ps[1:]:
+                if p != ps[0]:
+                    G.add_edge(ps[0], p)
+        return G
+
+    def freeze_groups(self, gids: Iterable[int], reason: str) -> None:
+        for g in gids:
+            grp = self.groups[g]
+            if grp.slimmable:
+                self.groups[g] = dataclasses.replace(grp, slimmable=False, reason=reason)
+
+
+def _groups_from_ties(prop: _Propagator) -> tuple:
+    N = prop.next_id
+    pairs = np.concatenate(prop.pairs) if prop.pairs else np.zeros((0, 2), dtype=np.int64)
+    adj = sp.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(N, N))
+    _, comp = connected_components(adj, directed=False)
+    ncomp = int(comp.max()) + 1
+    frozen_units: dict[int, str] = {}
+    for ids, reason in prop.frozen:
+        for c in np.unique(comp[ids]):
+            frozen_units.setdefault(int(c), reason)
+
+    real_unit = np.zeros(ncomp, dtype=bool)
+    succ: dict[int, set] = {}
+    pred: dict[int, set] = {}
+    START, END = -1, -2
+    for start, size, _, real in prop.atoms:
+        if not real:
+            continue
+        s = comp[start:start + size]
+        real_unit[s] = True
+        s = s[np.r_[True, s[1:] != s[:-1]]]
+        pred.setdefault(int(s[0]), set()).add(START)
+        succ.setdefault(int(s[-1]), set()).add(END)
+        for a, b in zip(s[:-1].tolist(), s[1:].tolist()):
+            succ.setdefault(a, set()).add(b)
+            pred.setdefault(b, set()).add(a)
+    nxt = {}
+    for a, ss in succ.items():
+        if len(ss) == 1:
+            b = next(iter(ss))
+            if b != END and len(pred[b]) == 1:
+                nxt[a] = b
+    has_prev = set(nxt.values())
+    min_id = np.full(ncomp, N, dtype=np.int64)
+    np.minimum.at(min_id, comp, np.arange(N))
+    heads = sorted((u for u in np.flatnonzero(real_unit).tolist() if u not in has_prev), key=lambda u: min_id[u])
+    unit_group = np.full(ncomp, -1, dtype=np.int64)
+    unit_rank = np.full(ncomp, -1, dtype=np.int64)
+    chains = []
+    for h in heads:
+        chain = [h]
+        while chain[-1] in nxt:
+            chain.append(nxt[chain[-1]])
+        gid = len(chains)
+        unit_group[chain] = gid
+        unit_rank[chain] = np.arange(len(chain))
+        chains.append(chain)
+    unit_group[comp[0]] = -1  # FIXED is never part of a group
+    return comp, unit_group, unit_rank, chains, frozen_units, pairs, min_id
+
+
+def _atom_of(prop: _Propagator, ch: int) -> tuple[int, int, str, bool]:
+    for atom in prop.atoms:
+        if atom[0] <= ch < atom[0] + atom[1]:
+            return atom
+    raise AssertionError(ch)
+
+
+def _build_groups(prop: _Propagator, comp, chains, frozen_units, min_id) -> list[ChannelGroup]:
+    groups = []
+    for gid, chain in enumerate(chains):
+        start, size, _, _ = _atom_of(prop, int(min_id[chain[0]]))
+        mult = np.bincount(comp[start:start + size], minlength=int(comp.max()) + 1)[chain]
+        q = int(mult[0]) if (mult == mult[0]).all() and mult[0] > 0 else 1
+        channels = len(chain) * q
+        reason = next((frozen_units[u] for u in chain if u in frozen_units), None)
+        if reason is None and len(chain) == 1:
+            reason = f"a single unit of {q} channel(s): nothing to slim"
+        groups.append(ChannelGroup(gid, channels, reason is None, reason, (), q))
+    return groups
+
+
+# ---------------------------------------------------------------------------------------------
+# Symbolic sizes
+# ---------------------------------------------------------------------------------------------
+
+class _SymBuilder:
+    def __init__(self, an: ChannelAnalysis):
+        self.an = an
+        self.cache: dict[int, tuple[torch.Tensor, Poly]] = {}
+        self.table_index: dict[tuple, int] = {}
+
+    def count(self, vec: torch.Tensor) -> Poly:
+        """Active positions of a label vector as a Poly of the features."""
+        hit = self.cache.get(id(vec))
+        if hit is not None and hit[0] is vec:
+            return hit[1]
+        gid, rank = self.an.resolve(vec)
+        poly = Poly.const(int((gid < 0).sum()))
+        for g in np.unique(gid[gid >= 0]).tolist():
+            U = self.an.groups[g].units
+            r = rank[gid == g]
+            table = np.searchsorted(np.sort(r), np.arange(U + 1), side="left")  # positions with rank < u
+            m = table[1] if U >= 1 else 0
+            if np.array_equal(table, m * np.arange(U + 1)):
+                poly = poly + Poly.var(g, float(m))
+            else:
+                key = (g, tuple(table.tolist()))
+                if key not in self.table_index:
+                    self.table_index[key] = len(self.an.groups) + len(self.an.tables)
+                    self.an.tables.append((g, torch.tensor(table, dtype=torch.float64)))
+                poly = poly + Poly.var(self.table_index[key])
+        self.cache[id(vec)] = (vec, poly)
+        return poly
+
+    def shape(self, lay: Layout) -> tuple[Poly, ...]:
+        dims = [Poly.const(s) for s in lay.shape]
+        if lay.axis is not None:
+            dims[lay.axis] = self.count(lay.vec)
+        return tuple(dims)
+
+    def param_shape(self, shape: tuple[int, ...], axes: dict[int, torch.Tensor]) -> tuple[Poly, ...]:
+        dims = [Poly.const(s) for s in shape]
+        for a, v in axes.items():
+            dims[a] = self.count(v)
+        return tuple(dims)
+
+
+def param_axes(an: ChannelAnalysis, lay: Layout) -> dict[int, torch.Tensor]:
+    """Channel axes of a parameter read through get_attr: axis -> label vector."""
+    if lay is None or not lay.labeled:
+        return {}
+    if lay.axis is not None:
+        return {lay.axis: lay.vec}
+    raw = lay.raw
+    gid, rank = an.resolve(raw)
+    key = torch.from_numpy(np.where(gid < 0, -1, gid * (1 << 20) + rank)).view(raw.shape)
+    axes = varying_axes(key)
+    if not axes:
+        return {}
+    if len(axes) > 1:
+        return {a: None for a in axes}  # inconsistent: the caller freezes it
+    a = axes[0]
+    idx = tuple(slice(None) if d == a else 0 for d in range(raw.dim()))
+    return {a: raw[idx].clone()}
+
+
+def _annotate(an: ChannelAnalysis, prop: _Propagator) -> None:
+    sb = _SymBuilder(an)
+    gm = an.gm
+    an.param_syms = {name: tuple(Poly.const(s) for s in p.shape) for name, p in gm.named_parameters()}
+    for node in gm.graph.nodes:
+        lay = prop.env.get(node)
+        storages = node.meta.get(META_STORAGE, [])
+        if node.op == "get_attr" and isinstance(lay, Layout):
+            axes = prop.param_override.get(node) or param_axes(an, lay)
+            if any(v is None for v in axes.values()):
+                prop_freeze_layout(an, lay, f"parameter '{node.target}' is used along several channel axes")
+                axes = {}
+            node.meta["pareco.param_axes"] = axes
+            sym = sb.param_shape(lay.shape, axes)
+            st = storages[0] if storages else (id(node), int(np.prod(lay.shape)))
+            node.meta[META_SYM] = SymTensor(lay.shape, sym, st[0], st[1])
+            if node.target in an.param_syms:
+                an.param_syms[node.target] = sym
+            continue
+        if lay is None:
+            continue
+        flat = [x for x in leaves(lay)]
+        it = iter(storages)
+
+        def to_sym(x: Layout) -> SymTensor:
+            st = next(it, (id(x), int(np.prod(x.shape))))
+            return SymTensor(x.shape, sb.shape(x), st[0], st[1])
+
+        node.meta[META_SYM] = map_layouts(lay, to_sym) if flat else None
+        layer = node.meta.get(META_LAYER)
+        if node.op == "call_module" and layer is not None:
+            from pareco_fx.layers import param_shapes  # the layer runtime knows its parameter axes
+
+            mod = gm.get_submodule(node.target)
+            shapes = param_shapes(mod, layer, sb.count)
+            node.meta[META_PARAMS] = shapes
+            for pname, s in shapes.items():
+                an.param_syms[f"{node.target}.{pname}"] = s
+    for node in gm.graph.nodes:
+        total = Poly()
+        if node.op == "call_module":
+            mod = gm.get_submodule(node.target)
+            shapes = node.meta.get(META_PARAMS, {})
+            for pname, p in mod.named_parameters():
+                total = total + prod(shapes.get(pname, tuple(Poly.const(s) for s in p.shape)))
+        elif node.op in ("call_function", "call_method"):
+            seen = set()
+            for a in node.all_input_nodes:
+                if a.op == "get_attr" and a.target in an.param_syms and a.target not in seen:
+                    seen.add(a.target)
+                    total = total + prod(an.param_syms[a.target])
+        if total.terms:
+            node.meta[META_PARAM_NUMEL] = total
+
+
+def prop_freeze_layout(an: ChannelAnalysis, lay: Layout, reason: str) -> None:
+    gid, _ = an.resolve(lay.materialize())
+    an.freeze_groups(np.unique(gid[gid >= 0]).tolist(), reason)
+
+
+def _members(an: ChannelAnalysis, prop: _Propagator) -> None:
+    members: list[dict[str, None]] = [dict() for _ in an.groups]
+    for node in an.gm.graph.nodes:
+        name = node.target if node.op in ("call_module", "get_attr") else node.name
+        vecs = []
+        for lay in leaves(prop.env.get(node)):
+            if isinstance(lay, Layout) and lay.labeled:
+                vecs.append(lay.vec if lay.axis is not None else lay.raw)
+        for v in (node.meta.get(META_LAYER) or {}).values():
+            if isinstance(v, torch.Tensor):
+                vecs.append(v)
+        for v in vecs:
+            gid, _ = an.resolve(v)
+            for g in np.unique(gid[gid >= 0]).tolist():
+                members[g][name] = None
+    an.groups = [dataclasses.replace(g, members=tuple(m)) for g, m in zip(an.groups, members)]
+
+
+def run(gm: fx.GraphModule, example_inputs: tuple, divisor: int = 1) -> ChannelAnalysis:
+    """Analyse a traced graph (shapes recorded at batch size 1) into channel groups."""
+    if divisor < 1:
+        raise AnalysisError(f"divisor must be >= 1, got {divisor}")
+    prop = _Propagator(gm)
+    prop.run()
+    comp, unit_group, unit_rank, chains, frozen_units, pairs, min_id = _groups_from_ties(prop)
+    groups = _build_groups(prop, comp, chains, frozen_units, min_id)
+    an = ChannelAnalysis(gm, groups, divisor, comp, unit_group, unit_rank, [], {}, example_inputs,
+                         pairs, prop.atoms, frozen_units)
+    _annotate(an, prop)
+    _members(an, prop)
+    return an

@@ -1,0 +1,72 @@
+"""Channel labels of tensor values.
+
+Every channel the model creates gets a global integer id (>= 1); ``FIXED`` (0) marks a position
+whose size never changes (model inputs, constants, padding). A tensor's :class:`Layout` holds its
+labels either *factored* — one channel axis and the label of each index along it, every other
+axis unlabeled — or *raw*, one label per element (parameters used directly, before their channel
+axes are known). Activations are always factored: the pass ties labels until they are.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["FIXED", "Layout", "varying_axes"]
+
+FIXED = 0
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Labels of one tensor value (shape at batch size 1)."""
+
+    shape: tuple[int, ...]
+    axis: int | None = None           # factored channel axis (non-negative)
+    vec: torch.Tensor | None = None   # int64 labels along ``axis``
+    raw: torch.Tensor | None = None   # int64 per-element labels (when not factored)
+
+    @staticmethod
+    def fixed(shape: tuple[int, ...]) -> "Layout":
+        return Layout(tuple(shape))
+
+    @staticmethod
+    def along(shape: tuple[int, ...], axis: int, vec: torch.Tensor) -> "Layout":
+        axis = axis % len(shape)
+        assert vec.numel() == shape[axis], (shape, axis, vec.numel())
+        if not bool((vec != FIXED).any()):
+            return Layout(tuple(shape))
+        return Layout(tuple(shape), axis, vec)
+
+    @property
+    def labeled(self) -> bool:
+        return self.axis is not None or self.raw is not None
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def materialize(self) -> torch.Tensor:
+        """Per-element labels (an expanded view where possible)."""
+        if self.raw is not None:
+            return self.raw
+        if self.axis is None:
+            return torch.zeros(self.shape, dtype=torch.int64)
+        view = [1] * len(self.shape)
+        view[self.axis] = -1
+        return self.vec.view(view).expand(self.shape)
+
+    def with_shape(self, shape: tuple[int, ...], axis: int | None) -> "Layout":
+        """Same labels moved to another axis of a tensor of ``shape`` (same size along it)."""
+        if self.axis is None or axis is None:
+            return Layout.fixed(shape)
+        return Layout.along(shape, axis, self.vec)
+
+
+def varying_axes(t: torch.Tensor) -> list[int]:
+    """Axes along which the labels of ``t`` change."""
+    out = []
+    for d in range(t.dim()):
+        if t.shape[d] > 1 and bool((t != t.narrow(d, 0, 1)).any()):
+            out.append(d)
+    return out
