@@ -1,0 +1,51 @@
+"""BatchNorm recalibration: re-estimate running statistics for the widths in force."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+__all__ = ["recalibrate_bn"]
+
+
+def recalibrate_bn(
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+) -> float | None:
+    """Reset every BatchNorm's statistics and re-estimate them as a cumulative average.
+
+    The model runs in train mode without gradients over ``batches``, with ``momentum=None`` so
+    that each batch counts equally; momenta and the model's mode are restored afterwards.
+
+    Args:
+        model: any module (for a slimmable model, call after ``set_widths``).
+        batches: ``(inputs, labels)`` pairs, usually training batches.
+        loss_fn: when given, the mean of ``loss_fn(logits, labels)`` over the batches is returned
+            (weighted by batch size).
+
+    Returns:
+        The mean loss, or ``None`` without ``loss_fn``.
+    """
+    norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    was_training = model.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    total, count = 0.0, 0
+    model.train()
+    try:
+        with torch.no_grad():
+            for inputs, labels in batches:
+                logits = model(inputs)
+                if loss_fn is not None:
+                    total += float(loss_fn(logits, labels)) * len(labels)
+                    count += len(labels)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+    return total / count if loss_fn is not None and count else None

@@ -1,0 +1,128 @@
+"""Training configuration: one frozen dataclass, serialisable to primitives."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from pareco_fx.errors import UserInputError
+
+__all__ = ["METHODS", "SCHEDULES", "TrainConfig"]
+
+METHODS = ("pareco", "slim", "twostage")
+SCHEDULES = ("linear", "cosine")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run (with the model, the data and the seed).
+
+    The defaults are sized for ``make demo``: a ResNet-20-style net on the embedded 4,500-image
+    Fashion-MNIST training split in a few minutes on two CPU cores.
+
+    Attributes:
+        method: ``"pareco"`` (GP-guided widths), ``"slim"`` (uniform multipliers, US-Nets) or
+            ``"twostage"`` (i.i.d. per-group widths, then a Bayesian search on frozen weights).
+        cost: name of the cost model (``"flops"``, ``"memory"``, ``"params"`` or a registered one).
+        epochs: passes over the training set.
+        batch_size: training batch size.
+        lr: peak learning rate for batch size 128 (scaled linearly with ``batch_size``).
+        momentum: SGD momentum.
+        nesterov: Nesterov momentum.
+        weight_decay: L2 on weights of conv/linear layers (never on BatchNorm or bias parameters).
+        warmup_epochs: linear warm-up length (may be fractional).
+        schedule: decay after warm-up, per iteration: ``"linear"`` or ``"cosine"``, down to 0.
+        num_sampled: M, width vectors trained per step besides the full and smallest networks.
+        label_smoothing: epsilon of the full network's cross entropy.
+        seed: seeds weights-independent randomness: data order, sampling, search.
+        num_width_vectors: about how many width vectors ``pareco`` visits over the run; sets the
+            re-sampling period n = steps * num_sampled / num_width_vectors.
+        prior_points: the first width vectors are uniform multipliers, then the full network.
+        ucb_beta: UCB of the loss is mu + sqrt(beta) * sigma.
+        rho: weight of the linear term of the augmented Chebyshev scalarisation.
+        z: reference point of the scalarisation (in standardised units).
+        lambda_tolerance: the lambda search stops when the cost ratio is this close to the target.
+        lambda_halvings: most bisection steps of the lambda search.
+        pareto_aware: draw target costs weighted by the gaps of the current front instead of
+            uniformly.
+        gp_max_points: the GP is fitted on at most this many (most recent) history points, so the
+            fit stays well below the cost of a training step.
+        search_candidates: random candidates of the vectorised acquisition search.
+        recal_batches: training batches that re-estimate BatchNorm statistics of each evaluated
+            width vector.
+        front_coverage: history layers are peeled until they cover this share of the cost range.
+        twostage_evals: width vectors the post-training search of ``twostage`` evaluates.
+        slim_eval_points: uniform multipliers, evenly spaced in cost, that make the ``slim`` front
+            and the uniform comparison points of every method.
+        num_workers: DataLoader workers.
+        max_train_batches: optional cap on batches per epoch (tests, smoke runs).
+    """
+
+    method: str = "pareco"
+    cost: str = "flops"
+    epochs: int = 12
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    schedule: str = "linear"
+    num_sampled: int = 2
+    label_smoothing: float = 0.1
+    seed: int = 0
+    num_width_vectors: int = 100
+    prior_points: int = 20
+    ucb_beta: float = 0.1
+    rho: float = 1e-6
+    z: float = -3.0
+    lambda_tolerance: float = 0.02
+    lambda_halvings: int = 10
+    pareto_aware: bool = False
+    gp_max_points: int = 300
+    search_candidates: int = 2048
+    recal_batches: int = 8
+    front_coverage: float = 0.9
+    twostage_evals: int = 1000
+    slim_eval_points: int = 40
+    num_workers: int = 0
+    max_train_batches: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise UserInputError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.schedule not in SCHEDULES:
+            raise UserInputError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        positive = ("epochs", "batch_size", "num_width_vectors", "recal_batches", "slim_eval_points",
+                    "lambda_halvings", "gp_max_points", "search_candidates", "twostage_evals")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise UserInputError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.num_sampled < 0 or self.prior_points < 0 or self.num_workers < 0:
+            raise UserInputError("num_sampled, prior_points and num_workers must not be negative")
+        if self.max_train_batches is not None and self.max_train_batches < 1:
+            raise UserInputError(f"max_train_batches must be at least 1, got {self.max_train_batches}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise UserInputError(f"lr must be a positive number, got {self.lr}")
+        if not 0.0 < self.front_coverage <= 1.0:
+            raise UserInputError(f"front_coverage must lie in (0, 1], got {self.front_coverage}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise UserInputError(f"label_smoothing must lie in [0, 1), got {self.label_smoothing}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as a dict of primitives (JSON- and ``weights_only``-safe)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error (a foreign or newer file)."""
+        names = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise UserInputError(f"unknown training options {', '.join(unknown)}; is this a pareco-fx config?")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,83 @@
+"""Front extraction on hand-made histories and points: layers, coverage, selection, targets."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pareco_fx.optim import FrontPoint, History, WidthSpace, select_front
+from pareco_fx.optim.front import front_candidates, uniform_widths
+from pareco_fx.optim.pareto import non_dominated, pareto_layers, peel_until_coverage
+from pareco_fx.optim.search import target_weights
+
+# (loss, cost ratio): layer 1 = {0} (dominates all), layer 2 = {1, 2}, layer 3 = {3, 4}.
+LOSSES = torch.tensor([0.1, 0.5, 0.3, 0.6, 0.4], dtype=torch.float64)
+RATIOS = torch.tensor([0.2, 0.3, 0.6, 0.7, 1.0], dtype=torch.float64)
+
+
+def test_non_dominated_keeps_ties_and_drops_dominated() -> None:
+    points = torch.tensor([[1.0, 1.0], [1.0, 1.0], [2.0, 2.0], [0.5, 3.0], [2.0, 1.0]])
+    assert non_dominated(points).tolist() == [True, True, False, True, False]
+
+
+def test_pareto_layers_peel_in_order() -> None:
+    layers = pareto_layers(torch.stack([LOSSES, RATIOS], dim=1))
+    assert [sorted(layer.tolist()) for layer in layers] == [[0], [1, 2], [3, 4]]
+
+
+@pytest.mark.parametrize(("coverage", "expected"), [(0.3, [0, 1, 2]), (0.5, [0, 1, 2]), (0.9, [0, 1, 2, 3, 4])])
+def test_peel_until_coverage(coverage: float, expected: list[int]) -> None:
+    # Of the 0.8 cost range, layer 1 spans 0 %, layers 1-2 span 0.4 (50 %), all three 100 %.
+    assert peel_until_coverage(LOSSES, RATIOS, coverage).tolist() == expected
+
+
+def _space(groups: int = 2) -> WidthSpace:
+    # Cost = mean width: ratio of the smallest network = min width.
+    return WidthSpace.build(torch.ones(groups, dtype=torch.bool), 0.4, lambda W: W.mean(dim=1))
+
+
+def test_front_candidates_skip_unscored_and_add_ends() -> None:
+    space = _space()
+    history = History(2)
+    widths = torch.tensor([[0.5, 0.5], [0.7, 0.7], [0.45, 0.45], [0.6, 0.6], [1.0, 1.0], [0.9, 0.9]])
+    history.append(widths, torch.cat([RATIOS, torch.tensor([0.9])]), step=0)
+    history.losses = torch.cat([LOSSES, torch.tensor([float("nan")])])  # the last one is not scored yet
+    W = front_candidates(history, space, coverage=0.5)
+    expected = torch.cat([widths[:3], torch.tensor([[1.0, 1.0], [0.4, 0.4]])]).double()
+    assert torch.equal(W, expected)
+
+
+def _point(ratio: float, val: float, test: float = 0.0) -> FrontPoint:
+    return FrontPoint((ratio,), (1,), ratio * 100, ratio, 1.0 - val, val, test)
+
+
+def test_select_front_uses_validation_accuracy_only() -> None:
+    points = [_point(0.3, 0.70, test=0.99), _point(0.5, 0.80), _point(0.6, 0.78, test=1.0),
+              _point(1.0, 0.85), _point(0.9, 0.85)]
+    front = select_front(points)
+    # (0.6, 0.78) is dominated by (0.5, 0.80) whatever its test accuracy; (1.0, 0.85) by (0.9, 0.85).
+    assert [(p.cost_ratio, p.val_acc) for p in front] == [(0.3, 0.70), (0.5, 0.80), (0.9, 0.85)]
+
+
+def test_front_point_round_trips_through_dict() -> None:
+    point = FrontPoint((1.0, 0.5), (16, 8), 1234.0, 0.62, 0.9, 0.8, None)
+    assert FrontPoint.from_dict(point.to_dict()) == point
+
+
+def test_target_weights_follow_front_gaps() -> None:
+    # Front (0.5, loss 1.0) -> (1.0, loss 0.0): one rectangle of area 0.5 over cost [0.5, 1].
+    weights = target_weights(torch.tensor([0.5, 1.0]), torch.tensor([1.0, 0.0]), ratio_min=0.0, bins=4)
+    expected = 0.9 * torch.tensor([0.0, 0.0, 0.5, 0.5]) + 0.1 * 0.25
+    assert torch.allclose(weights, expected.double())
+
+
+def test_target_weights_uniform_without_scores() -> None:
+    weights = target_weights(torch.tensor([0.5]), torch.tensor([float("nan")]), ratio_min=0.2, bins=5)
+    assert torch.allclose(weights, torch.full((5,), 0.2, dtype=torch.float64))
+
+
+def test_uniform_widths_even_in_cost() -> None:
+    space = _space()
+    W = uniform_widths(space, 7)
+    ratios = space.ratio(W)
+    assert torch.allclose(ratios, torch.linspace(0.4, 1.0, 7, dtype=torch.float64), atol=1e-3)
+    assert torch.all(W[:, 0] == W[:, 1])
