@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from pareco_fx.ir import Poly
 
 __all__ = [
-    "WidthState", "active_positions", "take", "make_slim", "SlicedTensor", "param_shapes",
+    "WidthState", "active_positions", "take", "make_slim", "SlicedTensor", "ChannelGather", "param_shapes",
     "extract_module", "SLIM_CLASSES",
 ]
 
@@ -54,8 +54,8 @@ class WidthState:
 
     def __init__(self, analysis: Any):
         self.analysis = analysis
-        self._vecs: list[torch.Tensor] = []
-        self._resolved: list[tuple[np.ndarray, np.ndarray]] = []
+        self._vecs: list[Any] = []
+        self._resolved: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
         self._key: dict[int, int] = {}
         self.index: list[Index] = []
         self.count: list[int] = []
@@ -66,22 +66,39 @@ class WidthState:
         k = self._key.get(id(vec))
         if k is not None and self._vecs[k] is vec:
             return k
+        self._key[id(vec)] = len(self._vecs)
+        return self._add(vec, *self.analysis.resolve(vec), None)
+
+    def gather_key(self, src: torch.Tensor, perm: np.ndarray) -> int:
+        """Register a channel permutation of ``src``: its index maps the permuted active
+        channels to positions in the *compact* source (a channel shuffle as one gather)."""
+        return self._add((src, perm), *self.analysis.resolve(src), np.asarray(perm))
+
+    def _add(self, obj: Any, gid: np.ndarray, rank: np.ndarray, perm: np.ndarray | None) -> int:
         k = len(self._vecs)
-        self._vecs.append(vec)
-        self._key[id(vec)] = k
-        gid, rank = self.analysis.resolve(vec)
-        self._resolved.append((gid, rank))
-        pos = active_positions(gid, rank, self.units)
-        self.index.append(_as_index(pos, len(gid)))
-        self.count.append(len(pos))
+        self._vecs.append(obj)
+        self._resolved.append((gid, rank, perm))
+        self.index.append(slice(0, 0))
+        self.count.append(0)
+        self._update(k)
         return k
+
+    def _update(self, k: int) -> None:
+        gid, rank, perm = self._resolved[k]
+        pos = active_positions(gid, rank, self.units)
+        if perm is not None:
+            compact = np.full(len(gid), -1, dtype=np.int64)
+            compact[pos] = np.arange(len(pos))
+            pos = compact[perm][compact[perm] >= 0]
+            self.index[k] = torch.from_numpy(pos)
+        else:
+            self.index[k] = _as_index(pos, len(gid))
+        self.count[k] = len(pos)
 
     def set_units(self, units: np.ndarray) -> None:
         self.units = np.asarray(units, dtype=np.int64)
-        for k, (gid, rank) in enumerate(self._resolved):
-            pos = active_positions(gid, rank, self.units)
-            self.index[k] = _as_index(pos, len(gid))
-            self.count[k] = len(pos)
+        for k in range(len(self._vecs)):
+            self._update(k)
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,6 +355,19 @@ def extract_module(module: nn.Module) -> nn.Module:
     for k, v in module._attrs().items():
         setattr(new, k, v)
     return new
+
+
+class ChannelGather(nn.Module):
+    """A channel permutation (e.g. a channel shuffle) of the compact input, in one gather."""
+
+    def __init__(self, state: WidthState, src: torch.Tensor, perm: np.ndarray, axis: int):
+        super().__init__()
+        self._pareco = state
+        self._key = state.gather_key(src, perm)
+        self.axis = axis
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.index_select(self.axis, self._pareco.index[self._key].to(x.device))
 
 
 class SlicedTensor(nn.Module):

@@ -38,10 +38,11 @@ from pareco_fx.passes.labels import FIXED, Layout, varying_axes
 from pareco_fx.passes.rules import KIND, rule_for
 from pareco_fx.trace import META_STORAGE
 
-__all__ = ["run", "ChannelAnalysis", "Ctx", "META_LAYER", "META_KIND", "leaves", "map_layouts"]
+__all__ = ["run", "ChannelAnalysis", "Ctx", "META_LAYER", "META_KIND", "META_GATHER", "leaves", "map_layouts"]
 
 META_LAYER = "pareco.layer"   # dict of label vectors a layer slices its parameters by
 META_KIND = "pareco.kind"     # the rule family that handled the node ("movement", "layer", …)
+META_GATHER = "pareco.gather"  # (source node, axis, permutation): a channel shuffle done as one gather
 
 
 def leaves(tree: Any) -> list:
@@ -94,9 +95,10 @@ def _describe(node: fx.Node) -> str:
 class Ctx:
     """What a rule sees of one node, and the actions it may take."""
 
-    def __init__(self, prop: "_Propagator", node: fx.Node):
+    def __init__(self, prop: "_Propagator", node: fx.Node, kind: str = "custom"):
         self.prop = prop
         self.node = node
+        self.kind = kind
         self.module = prop.gm.get_submodule(node.target) if node.op == "call_module" else None
         self.where = _describe(node)
 
@@ -118,7 +120,14 @@ class Ctx:
         return default
 
     def layout(self, a: Any) -> Any:
-        return self.prop.env.get(a) if isinstance(a, fx.Node) else None
+        """Layout of an argument. Only data movement may read an activation with interleaved
+        channel axes; any other op ties it to one channel axis first."""
+        if not isinstance(a, fx.Node):
+            return None
+        lay = self.prop.env.get(a)
+        if self.kind != "movement" and _interleaved(a, lay):
+            lay = self.prop.tie(a)
+        return lay
 
     def value(self, a: Any) -> Any:
         """Concrete value of a non-tensor argument (sizes recorded at batch size 1)."""
@@ -159,12 +168,15 @@ class Ctx:
                 if isinstance(lay, Layout):
                     self.freeze(lay, reason)
 
-    def factor(self, raw: torch.Tensor) -> Layout:
-        """Layout of a per-element label tensor; ties labels until one channel axis is left."""
+    def factor(self, raw: torch.Tensor, tie: bool = True) -> Layout:
+        """Layout of a per-element label tensor; ties labels until one channel axis is left
+        (with ``tie=False``, interleaved channel axes stay raw: data movement may undo them)."""
         shape = tuple(raw.shape)
         axes = varying_axes(raw)
         if not axes:
             return Layout.fixed(shape)
+        if len(axes) > 1 and not tie:
+            return Layout(shape, raw=raw)
         if len(axes) == 1:
             a = axes[0]
             idx = [0] * raw.dim()
@@ -213,6 +225,7 @@ class _Propagator:
         self.frozen: list[tuple[np.ndarray, str]] = []
         self.module_atoms: dict[Any, torch.Tensor] = {}
         self.param_override: dict[fx.Node, dict[int, torch.Tensor]] = {}
+        self.fused: set[fx.Node] = set()
 
     def new_atom(self, n: int, node: fx.Node, real: bool) -> torch.Tensor:
         ids = torch.arange(self.next_id, self.next_id + n, dtype=torch.int64)
@@ -231,6 +244,41 @@ class _Propagator:
         if bool(one.any()):
             self.freeze(torch.where(fa, b, a)[one], f"tied to a fixed-size tensor ({why})")
 
+    def tie(self, node: fx.Node) -> Layout:
+        """Give an interleaved activation one channel axis by tying the others."""
+        lay = Ctx(self, node).factor(self.env[node].raw, tie=True)
+        self.env[node] = lay
+        node.meta[META_LAYOUT] = lay
+        return lay
+
+    def fuse_or_tie(self, node: fx.Node) -> None:
+        """``node`` ends a chain of data movement through interleaved layouts (a channel
+        shuffle): if the chain only permutes the channels of one source, the runtime gathers them
+        in one step; otherwise the interleaved intermediates are tied."""
+        chain, sources, stack = [], [], [node]
+        while stack:
+            n = stack.pop()
+            for a in n.all_input_nodes:
+                if _interleaved(a, self.env.get(a)):
+                    if a not in chain:
+                        chain.append(a)
+                        stack.append(a)
+                elif isinstance(self.env.get(a), Layout) and a not in sources:
+                    sources.append(a)
+        perm = _channel_permutation(self, node, chain, sources) if len(sources) == 1 else None
+        if perm is None:
+            for a in chain:
+                self.tie(a)
+            return
+        node.meta[META_GATHER] = (sources[0], self.env[sources[0]].axis, perm)
+        self.fused.update(chain)
+
+    def tie_leftovers(self) -> None:
+        for node in self.gm.graph.nodes:
+            if _interleaved(node, self.env.get(node)) and not (
+                    node in self.fused and all(u in self.fused or META_GATHER in u.meta for u in node.users)):
+                self.tie(node)
+
     def freeze(self, labels: torch.Tensor, reason: str) -> None:
         ids = torch.unique(labels.reshape(-1))
         ids = ids[ids != FIXED]
@@ -240,7 +288,8 @@ class _Propagator:
     def run(self) -> None:
         fallbacks = self.gm.meta.get("pareco.fallback_leaves", {})
         for node in self.gm.graph.nodes:
-            ctx = Ctx(self, node)
+            fn = rule_for(node, self.gm.get_submodule(node.target) if node.op == "call_module" else None)
+            ctx = Ctx(self, node, KIND.get(fn, "custom"))
             shapes = _meta_shapes(node)
             if node.op == "placeholder":
                 self.env[node] = _fixed_tree(shapes)
@@ -255,7 +304,6 @@ class _Propagator:
             elif shapes is None:
                 self.env[node] = None  # sizes, ints: the runtime recomputes them from compact tensors
             else:
-                fn = rule_for(node, ctx.module)
                 if fn is None:
                     extra = f" — it could not be traced ({fallbacks[node.target]})" if node.target in fallbacks else ""
                     reason = (f"boundary: {ctx.where} has no channel rule{extra}; register one with "
@@ -267,7 +315,11 @@ class _Propagator:
                     out = fn(ctx)
                     self.env[node] = out if out is not None else _fixed_tree(shapes)
                     node.meta[META_KIND] = KIND.get(fn, "custom")
+                    if ctx.kind == "movement" and isinstance(out, Layout) and out.axis is not None and any(
+                            _interleaved(a, self.env.get(a)) for a in node.all_input_nodes):
+                        self.fuse_or_tie(node)
             node.meta[META_LAYOUT] = self.env[node]
+        self.tie_leftovers()
 
     def _get_attr(self, ctx: Ctx, shapes: Any) -> Any:
         if not isinstance(shapes, tuple):
@@ -279,6 +331,42 @@ class _Propagator:
         if numel > 1:      # position embeddings, weights: one label per element until tied
             return Layout(shapes, raw=ctx.new_atom(numel, real=False).view(shapes))
         return Layout.fixed(shapes)
+
+
+def _interleaved(node: Any, lay: Any) -> bool:
+    """An activation whose channels run along several axes (mid-way through a shuffle)."""
+    return isinstance(lay, Layout) and lay.raw is not None and node.op != "get_attr"
+
+
+def _channel_permutation(prop: "_Propagator", out: fx.Node, chain: list[fx.Node], src: list[fx.Node]):
+    """If the chain from ``src`` to ``out`` permutes channels along one axis and nothing else,
+    the permutation (output channel -> source channel); else None. Checked on position ids."""
+    s_lay, o_lay = prop.env[src[0]], prop.env[out]
+    if s_lay.axis is None or s_lay.shape != o_lay.shape or s_lay.axis != o_lay.axis:
+        return None
+    pos = {src[0]: torch.arange(int(np.prod(s_lay.shape))).view(s_lay.shape)}
+    order = [n for n in prop.gm.graph.nodes if n in chain or n is out]
+    try:
+        for n in order:
+            args = fx.node.map_arg(n.args, lambda a: pos[a] if a in pos else a.meta.get(META_VALUE))
+            kwargs = fx.node.map_arg(n.kwargs, lambda a: pos[a] if a in pos else a.meta.get(META_VALUE))
+            if n.op == "call_function":
+                pos[n] = n.target(*args, **kwargs)
+            elif n.op == "call_method":
+                pos[n] = getattr(args[0], n.target)(*args[1:], **kwargs)
+            else:
+                pos[n] = prop.gm.get_submodule(n.target)(*args, **kwargs)
+    except Exception:  # noqa: BLE001 - not a plain permutation
+        return None
+    got, axis = pos[out], s_lay.axis
+    if not isinstance(got, torch.Tensor) or tuple(got.shape) != s_lay.shape:
+        return None
+    stride = int(np.prod(s_lay.shape[axis + 1:]))
+    first = got[tuple(slice(None) if d == axis else 0 for d in range(got.dim()))]
+    perm = (first // stride) % s_lay.shape[axis]
+    if not torch.equal(got, pos[src[0]].index_select(axis, perm)):
+        return None
+    return perm.numpy()
 
 
 def _fixed_tree(shapes: Any) -> Any:
@@ -400,15 +488,19 @@ def _groups_from_ties(prop: _Propagator) -> tuple:
         for c in np.unique(comp[ids]):
             frozen_units.setdefault(int(c), reason)
 
-    real_unit = np.zeros(ncomp, dtype=bool)
+    # first_real: the earliest channel of each unit created by a layer (not a parameter element)
+    first_real = np.full(ncomp, N, dtype=np.int64)
+    real_atoms = [(start, size) for start, size, _, real in prop.atoms if real]
+    for start, size in real_atoms:
+        np.minimum.at(first_real, comp[start:start + size], np.arange(start, start + size))
+    real_unit = first_real < N
     succ: dict[int, set] = {}
     pred: dict[int, set] = {}
     START, END = -1, -2
-    for start, size, _, real in prop.atoms:
-        if not real:
-            continue
+    for start, size in real_atoms:
         s = comp[start:start + size]
-        real_unit[s] = True
+        if (first_real[s] < start).all():
+            continue  # every unit existed before (depthwise conv, residual branch): no new order
         s = s[np.r_[True, s[1:] != s[:-1]]]
         pred.setdefault(int(s[0]), set()).add(START)
         succ.setdefault(int(s[-1]), set()).add(END)
@@ -422,8 +514,7 @@ def _groups_from_ties(prop: _Propagator) -> tuple:
             if b != END and len(pred[b]) == 1:
                 nxt[a] = b
     has_prev = set(nxt.values())
-    min_id = np.full(ncomp, N, dtype=np.int64)
-    np.minimum.at(min_id, comp, np.arange(N))
+    min_id = first_real
     heads = sorted((u for u in np.flatnonzero(real_unit).tolist() if u not in has_prev), key=lambda u: min_id[u])
     unit_group = np.full(ncomp, -1, dtype=np.int64)
     unit_rank = np.full(ncomp, -1, dtype=np.int64)
@@ -437,7 +528,49 @@ def _groups_from_ties(prop: _Propagator) -> tuple:
         unit_rank[chain] = np.arange(len(chain))
         chains.append(chain)
     unit_group[comp[0]] = -1  # FIXED is never part of a group
+    chains = _split_for_prefixes(chains, comp, unit_group, unit_rank, _vectors(prop))
+    chains.sort(key=lambda c: min_id[c[0]])
+    for gid, chain in enumerate(chains):
+        unit_group[chain] = gid
+        unit_rank[chain] = np.arange(len(chain))
     return comp, unit_group, unit_rank, chains, frozen_units, pairs, min_id
+
+
+def _vectors(prop: _Propagator) -> list[torch.Tensor]:
+    """Every channel vector a tensor or layer holds (interleaved intermediates aside)."""
+    out = []
+    for node in prop.gm.graph.nodes:
+        for lay in leaves(prop.env.get(node)):
+            if isinstance(lay, Layout) and lay.axis is not None:
+                out.append(lay.vec)
+        out.extend(v for v in (node.meta.get(META_LAYER) or {}).values() if isinstance(v, torch.Tensor))
+    return out
+
+
+def _split_for_prefixes(chains: list[list[int]], comp: np.ndarray, unit_group: np.ndarray,
+                        unit_rank: np.ndarray, vecs: list[torch.Tensor]) -> list[list[int]]:
+    """Cut groups so that every tensor holding part of a group holds its first unit: a slice of
+    a group (split, chunk, narrow) becomes a group of its own, and no tensor can shrink to zero
+    channels."""
+    units = [np.unique(comp[v.numpy()]) for v in vecs]
+    changed = True
+    while changed:
+        changed = False
+        for u in units:
+            g = unit_group[u]
+            u, g = u[g >= 0], g[g >= 0]
+            r = unit_rank[u]
+            for gid in np.unique(g).tolist():
+                first = int(r[g == gid].min())
+                if first > 0:
+                    tail = chains[gid][first:]
+                    chains[gid] = chains[gid][:first]
+                    new = len(chains)
+                    chains.append(tail)
+                    unit_group[tail] = new
+                    unit_rank[tail] = np.arange(len(tail))
+                    changed = True
+    return chains
 
 
 def _atom_of(prop: _Propagator, ch: int) -> tuple[int, int, str, bool]:
@@ -495,6 +628,8 @@ class _SymBuilder:
         return poly
 
     def shape(self, lay: Layout) -> tuple[Poly, ...]:
+        if lay.raw is not None:  # mid-shuffle: only the element count is meaningful
+            return (self.count(lay.raw.reshape(-1)),) + tuple(Poly.const(1) for _ in lay.shape[1:])
         dims = [Poly.const(s) for s in lay.shape]
         if lay.axis is not None:
             dims[lay.axis] = self.count(lay.vec)

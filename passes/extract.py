@@ -13,7 +13,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from pareco_fx.layers import SlicedTensor, WidthState, _Slim, extract_module
+from pareco_fx.layers import ChannelGather, SlicedTensor, WidthState, _Slim, extract_module
 from pareco_fx.passes.slimmify import SlimCall, apply_spec
 
 __all__ = ["run"]
@@ -51,6 +51,11 @@ def run(gm: fx.GraphModule, state: WidthState) -> fx.GraphModule:
             root[name] = nn.Parameter(value, mod.full.requires_grad) if isinstance(mod.full, nn.Parameter) else value
             with graph.inserting_before(node):
                 new = graph.get_attr(name)
+        elif isinstance(mod, ChannelGather):
+            name = node.target + "_index"
+            root[name] = mod._pareco.index[mod._key].clone()
+            with graph.inserting_before(node):
+                new = graph.call_function(torch.index_select, (node.args[0], mod.axis, graph.get_attr(name)))
         elif isinstance(mod, SlimCall):
             args, kwargs = apply_spec(mod.spec, node.args, node.kwargs, state)
             with graph.inserting_before(node):

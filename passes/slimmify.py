@@ -24,8 +24,10 @@ import torch.nn.functional as F
 
 from pareco_fx.errors import AnalysisError
 from pareco_fx.ir import META_LAYOUT, META_VALUE
-from pareco_fx.layers import SlicedTensor, WidthState, active_positions, make_slim, take
-from pareco_fx.passes.channel_groups import META_KIND, META_LAYER, ChannelAnalysis, leaves, map_layouts
+from pareco_fx.layers import ChannelGather, SlicedTensor, WidthState, active_positions, make_slim, take
+from pareco_fx.passes.channel_groups import (
+    META_GATHER, META_KIND, META_LAYER, ChannelAnalysis, leaves, map_layouts,
+)
 from pareco_fx.passes.labels import Layout
 
 __all__ = ["run", "SlimCall", "ArgSpec", "register_rewrite", "REWRITES"]
@@ -307,6 +309,10 @@ def build(an: ChannelAnalysis) -> tuple[fx.GraphModule, WidthState]:
         if node.op == "call_module" and layer is not None and node.target not in done:
             make_slim(gm.get_submodule(node.target), state, layer)
             done.add(node.target)
+        elif META_GATHER in node.meta:
+            src, axis, perm = node.meta[META_GATHER]
+            _replace(gm, node, _unique(gm, "gather"),
+                     ChannelGather(state, src.meta[META_LAYOUT].vec, perm, axis), (val_map[src],), {})
         elif node.op == "get_attr" and node.meta.get("pareco.param_axes"):
             _replace(gm, node, _unique(gm, node.target),
                      SlicedTensor(gm, node.target, state, node.meta["pareco.param_axes"]), (), {})
@@ -319,6 +325,10 @@ def build(an: ChannelAnalysis) -> tuple[fx.GraphModule, WidthState]:
                 args = spec.args if spec.args is not None else node.args
                 _replace(gm, node, _unique(gm, str(getattr(node.target, "__name__", node.target))),
                          SlimCall(op, target, spec, state), args, dict(node.kwargs) if spec.args is None else {})
+    for node in reversed(list(gm.graph.nodes)):  # the shuffles' intermediates are gone now
+        if not node.users and isinstance(node.meta.get(META_LAYOUT), Layout) and node.meta[META_LAYOUT].raw is not None \
+                and node.op != "get_attr":
+            gm.graph.erase_node(node)
     gm.recompile()
     return gm, state
 

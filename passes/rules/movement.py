@@ -49,7 +49,7 @@ def movement(ctx) -> Any:
 
     def factor(t: Any) -> Any:
         if isinstance(t, torch.Tensor):
-            return ctx.factor(t) if t.dtype == torch.int64 else Layout.fixed(tuple(t.shape))
+            return ctx.factor(t, tie=False) if t.dtype == torch.int64 else Layout.fixed(tuple(t.shape))
         return t
 
     return fx.node.map_aggregate(out, factor)
@@ -83,13 +83,14 @@ _MOVEMENT_FUNCS = [
     torch.split, torch.tensor_split, torch.unbind, torch.narrow, torch.roll, torch.flip,
     torch.t, torch.tile, torch.repeat_interleave, torch.channel_shuffle, torch.pixel_shuffle,
     torch.pixel_unshuffle, F.pixel_shuffle, F.pixel_unshuffle, torch.select, torch.diagonal,
-    torch.broadcast_to, torch.atleast_2d, torch.atleast_3d, torch.rot90,
+    torch.broadcast_to, torch.atleast_2d, torch.atleast_3d, torch.rot90, torch.clone, torch.detach,
 ]
 _MOVEMENT_METHODS = [
     "view", "reshape", "flatten", "unflatten", "permute", "transpose", "swapaxes", "movedim",
     "squeeze", "squeeze_", "unsqueeze", "unsqueeze_", "expand", "expand_as", "repeat", "chunk",
     "split", "tensor_split", "unbind", "narrow", "roll", "flip", "t", "select", "view_as",
-    "reshape_as", "repeat_interleave", "tile", "unfold", "diagonal", "mT", "T",
+    "reshape_as", "repeat_interleave", "tile", "unfold", "diagonal", "mT", "T", "contiguous",
+    "clone", "detach",
 ]
 register_rule(
     *_MOVEMENT_FUNCS, *_MOVEMENT_METHODS, nn.Flatten, nn.Unflatten, nn.PixelShuffle,

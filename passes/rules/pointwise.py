@@ -105,13 +105,13 @@ _UNARY_FUNCS = [
     torch.rsqrt, torch.abs, torch.neg, torch.sin, torch.cos, torch.erf, torch.softmax,
     torch.log_softmax, torch.square, torch.reciprocal, torch.sign, torch.floor, torch.ceil,
     torch.round, torch.nan_to_num, torch.zeros_like, torch.ones_like, torch.empty_like,
-    torch.full_like, torch.rand_like, torch.randn_like, torch.clone, torch.detach,
+    torch.full_like, torch.rand_like, torch.randn_like,
 ]
 _UNARY_METHODS = [
     "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "exp", "exp_", "log", "sqrt",
     "rsqrt", "abs", "neg", "sin", "cos", "erf", "softmax", "log_softmax", "square", "reciprocal",
-    "sign", "floor", "ceil", "round", "clone", "detach", "float", "half", "double", "bfloat16",
-    "to", "type", "type_as", "contiguous", "requires_grad_", "zero_", "fill_", "normal_",
+    "sign", "floor", "ceil", "round", "float", "half", "double", "bfloat16",
+    "to", "type", "type_as", "requires_grad_", "zero_", "fill_", "normal_",
     "uniform_", "bernoulli_", "clamp", "clamp_", "clip", "clip_", "pow", "pow_", "nan_to_num",
     "hardtanh_", "cpu", "cuda",
 ]
