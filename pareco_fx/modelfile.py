@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 
 from pareco_fx.errors import UserInputError
 
-__all__ = ["LoadedModel", "load", "spec_name", "parse_input_shape", "TORCHVISION_PREFIX", "DEFAULT_INPUT_SHAPE"]
+__all__ = ["LoadedModel", "load", "check_runs", "spec_name", "parse_input_shape", "TORCHVISION_PREFIX", "DEFAULT_INPUT_SHAPE"]
 
 TORCHVISION_PREFIX = "torchvision:"
 DEFAULT_INPUT_SHAPE = (1, 3, 224, 224)
@@ -225,19 +225,28 @@ def _random_input(shape: tuple[int, ...]) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(0))
 
 
-def _check_forward(loaded: LoadedModel) -> None:
-    model, was_training = loaded.model, loaded.model.training
-    model.eval()  # no BatchNorm statistics change during the check
+def check_runs(model: nn.Module, inputs: Sequence[Any], failure: str, fix: str) -> None:
+    """Run ``model(*inputs)`` once in eval mode without gradients (no BatchNorm statistic changes;
+    the training mode is restored).
+
+    Raises:
+        UserInputError: ``"{failure}: {the exception}; {fix}"`` when the model raises.
+    """
+    was_training = model.training
+    model.eval()
     try:
         with torch.no_grad():
-            model(*loaded.example_inputs)
+            model(*inputs)
     except Exception as e:
-        shapes = ", ".join(str(tuple(x.shape)) for x in loaded.example_inputs if isinstance(x, torch.Tensor))
-        raise UserInputError(
-            f"{loaded.name} fails on example inputs of shape {shapes}: {_describe(e)}; "
-            "pass an --input-shape the model accepts") from e
+        raise UserInputError(f"{failure}: {_describe(e)}; {fix}") from e
     finally:
         model.train(was_training)
+
+
+def _check_forward(loaded: LoadedModel) -> None:
+    shapes = ", ".join(str(tuple(x.shape)) for x in loaded.example_inputs if isinstance(x, torch.Tensor))
+    check_runs(loaded.model, loaded.example_inputs, f"{loaded.name} fails on example inputs of shape {shapes}",
+               "pass an --input-shape the model accepts")
 
 
 def _describe(e: BaseException) -> str:

@@ -6,8 +6,10 @@ extracted model is checked against the slimmable one (eval mode) before anything
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import sys
 import math
 from pathlib import Path
 from typing import Any
@@ -45,10 +47,7 @@ def export_cmd(app: AppContext, run: str, budget: float, out_path: str, onnx_pat
     import pareco_fx
     from pareco_fx import modelfile
     from pareco_fx.cli.slim import load_data, read_source
-    from pareco_fx.optim.bn import recalibrate_bn
-    from pareco_fx.optim.checkpoint import load_checkpoint
-    from pareco_fx.optim.config import TrainConfig
-    from pareco_fx.optim.trainer import CHECKPOINT, CONFIG
+    from pareco_fx.optim import load_weights, recalibrate_bn
     from pareco_fx.report import atomic_write, best_under, load_front
 
     run_dir, out = Path(run), Path(out_path)
@@ -62,18 +61,12 @@ def export_cmd(app: AppContext, run: str, budget: float, out_path: str, onnx_pat
             f"no sub-network of {front.run} costs at most {budget:g} of the full {front.cost}; the cheapest "
             f"has cost ratio {cheapest:.4f}: give --budget {math.ceil(cheapest * 1000) / 1000:.3f} or more")
     src = read_source(run_dir)
-    config = TrainConfig.from_dict(_read_json(run_dir / CONFIG))
-    payload = load_checkpoint(run_dir / CHECKPOINT)
 
     with app.err.status(f"rebuilding {front.model} at cost ratio {point.cost_ratio:.3f} ..."):
         loaded = modelfile.load(src["model"], src["input_shape"])
         slim = pareco_fx.make_slimmable(loaded.model, loaded.example_inputs, min_width=src["min_width"],
                                         divisor=src["divisor"])
-        try:
-            slim.load_state_dict(payload["model"])
-        except (KeyError, RuntimeError) as e:
-            raise CheckpointError(f"{run_dir / CHECKPOINT} does not fit {src['model']} (changed since training?): "
-                                  f"{str(e).splitlines()[0]}") from e
+        config = load_weights(slim, run_dir)
         slim.set_widths(list(point.widths))
         channels = slim.channels()
         if tuple(channels[g.id] for g in slim.groups) != tuple(point.channels):
@@ -93,7 +86,7 @@ def export_cmd(app: AppContext, run: str, budget: float, out_path: str, onnx_pat
                               f"at output scale {scale:.3g}); nothing written. Please report this model.")
 
     atomic_write(out, lambda tmp: torch.save(sub, tmp))
-    record = {"run": str(run_dir), "model": front.model, "source": src["model"], "cost": front.cost,
+    record = {"run": str(run_dir), "model": front.model, "source": src["model"], "cost_model": front.cost,
               "budget": budget, "check_max_error": error, "file": str(out), **point.to_dict(),
               "groups": [{"id": g.id, "channels": g.channels, "slimmable": g.slimmable} for g in slim.groups]}
     atomic_write(widths_path(out), lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
@@ -106,13 +99,6 @@ def export_cmd(app: AppContext, run: str, budget: float, out_path: str, onnx_pat
     app.out.print(f"exported {front.model} at {point.cost_ratio:.3f} of the full {front.cost} "
                   f"({100 * acc:.2f}% {'test' if point.test_acc is not None else 'validation'} accuracy) "
                   f"to {out} and {widths_path(out)}; load it with torch.load({str(out)!r}, weights_only=False)")
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is missing or corrupted ({type(e).__name__}); re-run `pareco-fx slim`") from e
 
 
 def _recal_batches(data: Any, config: Any) -> list[Any]:
@@ -144,17 +130,28 @@ def _max_error(a: Any, b: Any) -> tuple[float, float]:
 
 
 def _export_onnx(app: AppContext, sub: Any, x: Any, path: Path) -> str | None:
+    """ONNX with the weights inside the one file, for inputs of ``x``'s shape."""
     import torch
 
     from pareco_fx.report import atomic_write
 
-    if importlib.util.find_spec("onnx") is None:
-        app.err.print("skipping --onnx: the onnx package is not installed (pip install onnx onnxscript)",
-                      style="yellow")
+    if importlib.util.find_spec("onnx") is None or importlib.util.find_spec("onnxscript") is None:
+        app.err.print("skipping --onnx: the onnx and onnxscript packages are not installed "
+                      "(pip install onnx onnxscript)", style="yellow")
         return None
+
+    def write(tmp: Path) -> None:
+        import onnx
+
+        with contextlib.redirect_stdout(sys.stderr):  # the exporter chats on stdout; keep --json clean
+            torch.onnx.export(sub, (x,), str(tmp), external_data=False)
+        onnx.checker.check_model(str(tmp))
+
     try:
-        atomic_write(path, lambda tmp: torch.onnx.export(sub, (x,), str(tmp)))
+        atomic_write(path, write)
     except Exception as e:  # the exporter raises many types; any of them means "not exportable"
-        raise UserInputError(f"ONNX export failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                             f"{path} not written (the .pt export is done)") from e
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise UserInputError(f"ONNX export failed ({type(e).__name__}: {first}); {path} not written "
+                             "(the .pt export is done)") from e
+    app.err.print(f"ONNX written to {path} (input shape {tuple(x.shape)})")
     return str(path)

@@ -88,9 +88,8 @@ def slim_cmd(app: AppContext, model_spec: str, cost: str | None, method: str | N
 
     import pareco_fx
     from pareco_fx import cost_models, modelfile
+    from pareco_fx.optim import METHODS, TrainConfig, train
     from pareco_fx.optim.checkpoint import write_json
-    from pareco_fx.optim.config import METHODS, TrainConfig
-    from pareco_fx.optim.trainer import train
     from pareco_fx.report import front_table, load_front, plot_front, plot_widths
 
     if resume and force:
@@ -116,6 +115,7 @@ def slim_cmd(app: AppContext, model_spec: str, cost: str | None, method: str | N
     if stored:  # refuse before anything is written
         _refuse_changes(out, {**stored["config"], **stored["source"]}, {**config.to_dict(), **src})
     train_set, val_set, test_set = load_data(loaded, src["data"], config.seed)
+    _check_fits(loaded, train_set, src["data"])
     slim = pareco_fx.make_slimmable(loaded.model, loaded.example_inputs, min_width=src["min_width"],
                                     divisor=src["divisor"])
     if not stored:
@@ -136,6 +136,17 @@ def slim_cmd(app: AppContext, model_spec: str, cost: str | None, method: str | N
         return
     app.out.print(front_table(front))
     app.err.print(f"run written to {out}/ (front.json, front.csv, front.png, widths.png, checkpoint.pt)")
+
+
+def _check_fits(loaded: Any, train_set: Any, data: str) -> None:
+    """One training example through the model, so that data of the wrong shape fails here, in one
+    line, rather than inside the first training step."""
+    from pareco_fx.modelfile import check_runs
+
+    x = train_set[0][0]
+    what = "the model file's datasets()" if data == "model" else f"the {data} data"
+    check_runs(loaded.model, (x.unsqueeze(0),), f"{loaded.name} fails on examples of shape {tuple(x.shape)} "
+               f"from {what}", "define datasets() in the model file, or give a model for these inputs")
 
 
 def _stored_run(out: Path, resume: bool, force: bool) -> dict[str, Any] | None:

@@ -103,6 +103,14 @@ def test_slim_data_dir_with_wrong_files(tmp_path: Path, run_cli, model_file) -> 
     assert state(tmp_path) == before
 
 
+def test_slim_data_of_the_wrong_shape(tmp_path: Path, run_cli) -> None:
+    # resnet18 wants 3 channels; the embedded Fashion-MNIST has 1
+    result = run_cli("slim", "torchvision:resnet18", "--input-shape", "1,3,32,32", "--data", "embedded",
+                     "--out", str(tmp_path / "run"))
+    assert_one_line_error(result, "resnet18 fails on examples of shape (1, 28, 28) from the embedded data")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_missing_and_corrupted_run_directories(tmp_path: Path, run_cli) -> None:
     assert_one_line_error(run_cli("front", str(tmp_path / "nope")), "not found")
     assert_one_line_error(run_cli("export", str(tmp_path / "nope"), "--budget", "0.5", "--out",

@@ -13,9 +13,7 @@ import pareco_fx
 from cli_helpers import assert_one_line_error, invoke, state
 from pareco_fx import modelfile
 from pareco_fx.cli.export import _recal_batches
-from pareco_fx.optim.bn import recalibrate_bn
-from pareco_fx.optim.checkpoint import load_checkpoint
-from pareco_fx.optim.config import TrainConfig
+from pareco_fx.optim import TrainConfig, load_weights, recalibrate_bn
 from pareco_fx.report import best_under, load_front
 
 # Four classes, each brightening one quadrant of an 8x8 image: learnable in a few steps.
@@ -157,8 +155,7 @@ def rebuild(trained, widths) -> tuple[torch.nn.Module, TrainConfig]:
     run = trained["pareco"]
     loaded = modelfile.load(str(trained["model"]))
     slim = pareco_fx.make_slimmable(loaded.model, loaded.example_inputs)
-    slim.load_state_dict(load_checkpoint(run / "checkpoint.pt")["model"])
-    config = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+    config = load_weights(slim, run)
     slim.set_widths(list(widths))
     recalibrate_bn(slim, _recal_batches(loaded.load_datasets()[0], config))
     return slim.eval(), config
@@ -173,7 +170,7 @@ def test_export_equals_the_slimmable_model(trained, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
     chosen = best_under(front.points, budget)
     record = json.loads((tmp_path / "sub.widths.json").read_text())
-    assert tuple(record["widths"]) == chosen.widths and tuple(record["channels"]) == chosen.channels
+    assert record["cost_model"] == "flops" and tuple(record["widths"]) == chosen.widths and tuple(record["channels"]) == chosen.channels
     assert record["cost_ratio"] == chosen.cost_ratio <= budget
     sub = torch.load(out, weights_only=False)
     assert isinstance(sub, torch.fx.GraphModule)

@@ -1,0 +1,83 @@
+"""Tracing: leaf policy, fallback leaves for untraceable submodules, clear errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+import pareco_fx
+from pareco_fx.errors import TraceError
+from pareco_fx.ir import META_VALUE
+from pareco_fx.trace import trace
+
+
+class Untraceable(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 0:  # data-dependent control flow
+            return self.conv(x)
+        return x
+
+
+class WithUntraceablePart(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3)
+        self.b = Untraceable()
+        self.c = nn.Conv2d(8, 16, 3)
+        self.d = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.d(torch.relu(self.c(self.b(self.a(x)))))
+
+
+def test_untraceable_submodule_becomes_a_frozen_leaf():
+    model = WithUntraceablePart().eval()
+    x = torch.randn(2, 3, 12, 12)
+    slim = pareco_fx.make_slimmable(model, (x,))
+    frozen = [g for g in slim.groups if "a" in g.members]
+    assert frozen and not frozen[0].slimmable and "could not be traced" in frozen[0].reason
+    c = next(g for g in slim.groups if "c" in g.members)
+    assert c.slimmable
+    slim.eval()
+    slim.set_widths(0.5)
+    with torch.no_grad():
+        assert torch.allclose(slim.extract()(x), slim(x), atol=1e-5)
+
+
+def test_untraceable_model_names_the_line():
+    with pytest.raises(TraceError, match=r"test_trace.py:\d+ in forward: `if x.sum\(\) > 0:.*register_leaf"):
+        trace(Untraceable(), (torch.randn(1, 8, 4, 4),))
+
+
+def test_registered_leaf_is_not_traced_into():
+    class Block(nn.Module):
+        def forward(self, x):
+            return x * 2
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = Block()
+
+        def forward(self, x):
+            return self.block(x)
+
+    pareco_fx.trace.register_leaf(Block)
+    gm = trace(M(), (torch.randn(1, 2),))
+    assert [n.op for n in gm.graph.nodes] == ["placeholder", "call_module", "output"]
+
+
+def test_values_and_shapes_at_batch_one():
+    class M(nn.Module):
+        def forward(self, x):
+            return x.view(x.size(0), -1)
+
+    gm = trace(M(), (torch.randn(5, 2, 3),))
+    size = next(n for n in gm.graph.nodes if n.target == "size")
+    assert size.meta[META_VALUE] == 1
+    out = next(n for n in gm.graph.nodes if n.target == "view")
+    assert tuple(out.meta["tensor_meta"].shape) == (1, 6)
