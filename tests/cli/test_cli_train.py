@@ -170,7 +170,8 @@ def test_export_equals_the_slimmable_model(trained, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
     chosen = best_under(front.points, budget)
     record = json.loads((tmp_path / "sub.widths.json").read_text())
-    assert record["cost_model"] == "flops" and tuple(record["widths"]) == chosen.widths and tuple(record["channels"]) == chosen.channels
+    assert record["cost_model"] == "flops"
+    assert tuple(record["widths"]) == chosen.widths and tuple(record["channels"]) == chosen.channels
     assert record["cost_ratio"] == chosen.cost_ratio <= budget
     sub = torch.load(out, weights_only=False)
     assert isinstance(sub, torch.fx.GraphModule)
