@@ -32,6 +32,7 @@ __all__ = [
     "available",
     "compile",
     "sym_tensors",
+    "target_name",
 ]
 
 Reduce = Literal["sum", "max"]
@@ -282,9 +283,14 @@ class OpShapes:
 
     @staticmethod
     def of(node: fx.Node, module: nn.Module | None = None) -> "OpShapes":
+        params: dict[str, tuple[Poly, ...]] = {}
+        if module is not None:  # a parameter without symbolic shape (a frozen layer) is full size
+            sym = node.meta.get(META_PARAMS) or {}
+            params = {name: sym.get(name, tuple(Poly.const(d) for d in p.shape))
+                      for name, p in module.named_parameters()}
         return OpShapes(node=node, args=fx.node.map_arg(node.args, _node_value),
                         kwargs=fx.node.map_arg(node.kwargs, _node_value), out=node.meta.get(META_SYM),
-                        params=node.meta.get(META_PARAMS) or {}, module=module)
+                        params=params, module=module)
 
     def arg(self, index: int, name: str, default: Any = None) -> Any:
         """Argument by position or keyword (for ``call_method``, index 0 is ``self``)."""
@@ -313,7 +319,7 @@ class OpRegistry:
             taken = [t for t in unique if t in self._table and not overwrite]
             if taken:
                 raise CostModelError(
-                    f"{self.what} for {', '.join(map(_target_name, taken))} is already registered; "
+                    f"{self.what} for {', '.join(map(target_name, taken))} is already registered; "
                     "pass overwrite=True to replace it")
             for t in unique:
                 self._table[t] = fn
@@ -336,5 +342,10 @@ class OpRegistry:
         return target in self._table
 
 
-def _target_name(t: Target) -> str:
-    return t if isinstance(t, str) else getattr(t, "__qualname__", None) or getattr(t, "__name__", repr(t))
+def target_name(t: Target) -> str:
+    """How to write a registry key in code: ``torch.conv2d``, ``operator.matmul``, ``'matmul'``."""
+    if isinstance(t, str):
+        return repr(t)
+    module = {"_operator": "operator"}.get(getattr(t, "__module__", None) or "", t.__module__ or "")
+    name = getattr(t, "__qualname__" if isinstance(t, type) else "__name__", None) or repr(t)
+    return f"{module}.{name}" if module else name

@@ -3,8 +3,8 @@
 Per-op formulas are registered with :func:`flop_formula` (keyed by module type, function
 target or method name, like ``torch.utils.flop_counter``) and see symbolic shapes only
 (:class:`~pareco_fx.cost_models.base.OpShapes`). Conv (all kinds), linear, matmul/mm/bmm/
-addmm/baddbmm/einsum, ``F.scaled_dot_product_attention`` and ``nn.MultiheadAttention``
-have formulas; attention products are counted even where ``FlopCounterMode`` misses them
+addmm/baddbmm/einsum, ``F.scaled_dot_product_attention``, ``nn.MultiheadAttention`` and
+torchvision's Swin ``shifted_window_attention`` have formulas; attention products are counted even where ``FlopCounterMode`` misses them
 (SDPA on the CPU). Any other node is measured once with ``FlopCounterMode`` at batch size 1
 and counted as a constant, which is exact because such a node's shapes do not depend on the
 widths (the channel analysis freezes what it has no rule for); a node whose shapes do depend
@@ -12,18 +12,20 @@ on them and that does count MACs is an error naming the node and how to add its 
 """
 from __future__ import annotations
 
+import math
 import operator
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
+from torchvision.models.swin_transformer import shifted_window_attention
 
 from pareco_fx.errors import CostModelError
 from pareco_fx.ir import META_PARAMS, META_SYM, Poly, SymTensor, prod
-from pareco_fx.cost_models.base import CostProgram, OpRegistry, OpShapes, sym_tensors
+from pareco_fx.cost_models.base import CostProgram, OpRegistry, OpShapes, sym_tensors, target_name
 
 __all__ = ["FLOP_FORMULAS", "flop_formula", "node_macs", "Flops"]
 
@@ -184,14 +186,26 @@ def _multihead_attention(op: OpShapes) -> Poly:
     return proj + products + lq * prod(p["out_proj.weight"])
 
 
+@flop_formula(shifted_window_attention)
+def _shifted_window_attention(op: OpShapes) -> Poly:
+    # torchvision Swin (v1 and v2): x (B, H, W, C) padded to whole windows of N = ws0·ws1 tokens;
+    # qkv and proj linears over all T padded tokens, and per window q·kᵀ and attn·v over N tokens.
+    x, qkv_w, proj_w = op.arg(0, "input"), op.arg(1, "qkv_weight").sym_shape, op.arg(2, "proj_weight").sym_shape
+    window = op.arg(4, "window_size")
+    tokens = math.prod(-(-size // ws) * ws for size, ws in zip(x.shape[-3:-1], window))
+    return tokens * (prod(qkv_w) + 2 * math.prod(window) * (qkv_w[0] // 3) + prod(proj_w))
+
+
 # ---------------------------------------------------------------------------------------------
 
 
-def _is_symbolic(node: fx.Node) -> bool:
+def _depends_on_widths(node: fx.Node, probe: torch.Tensor) -> bool:
+    """Whether any size at ``node`` differs between the full and the smallest widths (``probe``:
+    their two feature rows); frozen groups keep their features at full size in both."""
     values = [node.meta.get(META_SYM)] + [a.meta.get(META_SYM) for a in node.all_input_nodes]
-    shapes: list[Iterable[Poly]] = [t.sym_shape for v in values for t in sym_tensors(v)]
-    shapes += list((node.meta.get(META_PARAMS) or {}).values())
-    return any(not Poly.lift(d).is_const for s in shapes for d in s)
+    sizes = [t.numel for v in values for t in sym_tensors(v)]
+    sizes += [prod(s) for s in (node.meta.get(META_PARAMS) or {}).values()]
+    return any(bool(v[0] != v[1]) for v in (p.evaluate(probe) for p in sizes))
 
 
 class _NodeCounter(fx.Interpreter):
@@ -246,10 +260,14 @@ def node_macs(analysis: Any) -> dict[str, Poly]:
             raise CostModelError(
                 f"FLOP formula for {n.format_node()} failed ({type(e).__name__}: {e}); the node's "
                 f"{META_SYM!r}/{META_PARAMS!r} meta is missing or malformed (pass channel_groups)") from e
-    for n, counted in (_measure(analysis, unknown) if unknown else {}).items():
+    measured = _measure(analysis, unknown) if unknown else {}
+    if any(measured.values()):
+        G = len(analysis.groups)
+        probe = analysis.features(torch.tensor([[1.0] * G, [0.0] * G], dtype=torch.float64))
+    for n, counted in measured.items():
         if counted == 0:
             continue
-        if _is_symbolic(n):
+        if _depends_on_widths(n, probe):
             raise CostModelError(
                 f"cost 'flops': no FLOP formula for {n.format_node()}, which does {counted:g} MACs at full "
                 "width on shapes that depend on the widths; register one with "
@@ -261,8 +279,8 @@ def node_macs(analysis: Any) -> dict[str, Poly]:
 
 def _target_repr(n: fx.Node) -> str:
     if n.op == "call_module":
-        return type(n.graph.owning_module.get_submodule(n.target)).__qualname__
-    return repr(n.target) if isinstance(n.target, str) else getattr(n.target, "__qualname__", str(n.target))
+        return target_name(type(n.graph.owning_module.get_submodule(n.target)))
+    return target_name(n.target)
 
 
 class Flops:

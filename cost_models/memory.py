@@ -83,6 +83,12 @@ def liveness(analysis: Any) -> list[NodeMemory]:
             for k in held.get(a, ()):
                 last[k] = max(last[k], i)
     size = {k: _storage_size(full[k], vs) for k, vs in values.items()}
+    for n in nodes:
+        if n.op == "placeholder":
+            # A model input is its own tensor at batch size 1, even when the example is a slice
+            # of a larger batch (whose storage the model does not hold).
+            for t in sym_tensors(n.meta.get(META_SYM)):
+                size[t.storage] = t.numel
     starts: dict[int, list[int]] = {}
     for k, i in first.items():
         starts.setdefault(i, []).append(k)
