@@ -225,6 +225,7 @@ class RunFront:
         cost: cost model name.
         method: sampler (pareco, slim, twostage).
         cost_full: cost of the full-width network.
+        channels: per group, its full channel count.
         slimmable: per group, whether it is slimmable (frozen groups are left out of width plots).
         points: the front's ``FrontPoint``s, cheapest first.
         uniform: the uniform-width comparison points, cheapest first.
@@ -235,13 +236,14 @@ class RunFront:
     cost: str
     method: str
     cost_full: float
+    channels: tuple[int, ...]
     slimmable: tuple[bool, ...]
     points: tuple[FrontPoint, ...]
     uniform: tuple[FrontPoint, ...]
 
     def to_json(self) -> dict:
         return {"run": self.run, "model": self.model, "cost": self.cost, "method": self.method,
-                "cost_full": self.cost_full, "slimmable": list(self.slimmable),
+                "cost_full": self.cost_full, "channels": list(self.channels), "slimmable": list(self.slimmable),
                 "points": [point_json(p) for p in self.points],
                 "uniform": [point_json(p) for p in self.uniform]}
 
@@ -267,6 +269,7 @@ def load_front(run_dir: str | os.PathLike) -> RunFront:
 
         return RunFront(run=os.path.normpath(run_dir), model=str(data["model"]), cost=str(data["cost"]),
                         method=str(data["method"]), cost_full=float(data["cost_full"]),
+                        channels=tuple(int(g["channels"]) for g in data["groups"]),
                         slimmable=tuple(bool(g["slimmable"]) for g in data["groups"]),
                         points=points("points"), uniform=points("uniform"))
     except (ValueError, KeyError, TypeError) as e:
@@ -401,19 +404,18 @@ def plot_widths(front: RunFront, path: str | os.PathLike, quantiles: Sequence[fl
     idx = _slimmed(front)
     picks = _width_picks(front, quantiles)
     fig = Figure(figsize=(max(6.0, 0.18 * len(idx) + 2), 2.4 * max(1, len(picks)) + 0.6))
+    x = list(range(len(idx)))
     for row, (p, u) in enumerate(picks):
         ax = fig.add_subplot(len(picks), 1, row + 1)
-        x = list(range(len(idx)))
-        chp = p.channels
-        ax.bar([i - 0.2 for i in x], [chp[g] for g in idx], width=0.4, color="C0",
-               label=f"{front.method} (cost {p.cost_ratio:.2f}, acc {_pct(accuracy(p))})")
+        ax.bar(x, [front.channels[g] for g in idx], width=0.9, color="0.88", label="full width")
+        ax.bar([i - 0.2 for i in x], [p.channels[g] for g in idx], width=0.4, color="C0",
+               label=f"{front.method}: cost {p.cost_ratio:.2f}, acc {_pct(accuracy(p))}")
         if u is not None:
-            chu = u.channels
-            ax.bar([i + 0.2 for i in x], [chu[g] for g in idx], width=0.4, color="C1", alpha=0.7,
-                   label=f"uniform (cost {u.cost_ratio:.2f}, acc {_pct(accuracy(u))})")
+            ax.bar([i + 0.2 for i in x], [u.channels[g] for g in idx], width=0.4, color="C1",
+                   label=f"uniform: cost {u.cost_ratio:.2f}, acc {_pct(accuracy(u))}")
         ax.set_ylabel("channels")
-        ax.set_xticks(x, [str(g) for g in idx], fontsize=6)
-        ax.legend(fontsize=7, loc="upper right")
+        ax.set_xticks(x, [str(g) for g in idx], fontsize=8 if len(idx) <= 30 else 5)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     if picks:
         fig.axes[-1].set_xlabel("channel group")
         fig.axes[0].set_title(f"{front.model}: channels per group on the {front.cost} front")

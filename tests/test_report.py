@@ -144,7 +144,8 @@ def write_run(run: Path, points=FRONT, uniform=UNIFORM) -> Path:
 def test_load_front_reads_sorts_and_labels(tmp_path: Path) -> None:
     front = load_front(write_run(tmp_path / "runs" / "a"))
     assert front == RunFront(run=os.path.normpath(tmp_path / "runs" / "a"), model="tiny", cost="memory",
-                             method="pareco", cost_full=100.0, slimmable=(True, True, False, True),
+                             method="pareco", cost_full=100.0, channels=(8, 16, 10, 32),
+                             slimmable=(True, True, False, True),
                              points=FRONT, uniform=UNIFORM)
     assert json.loads(json.dumps(front.to_json()))["points"][1] == FRONT[1].to_dict()
 
