@@ -8,6 +8,7 @@ the plots ``front.png`` and ``widths.png``.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -118,7 +119,8 @@ def slim_cmd(app: AppContext, model_spec: str, cost: str | None, method: str | N
     _check_fits(loaded, train_set, src["data"])
     slim = pareco_fx.make_slimmable(loaded.model, loaded.example_inputs, min_width=src["min_width"],
                                     divisor=src["divisor"])
-    if not stored:
+    main = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes and prints
+    if main and not stored:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / SOURCE, src)
     try:
@@ -127,6 +129,8 @@ def slim_cmd(app: AppContext, model_spec: str, cost: str | None, method: str | N
     except KeyboardInterrupt:
         app.err.print(f"interrupted: the last checkpoint is in {out}; continue with --resume --out {out}")
         sys.exit(130)
+    if not main:
+        return
 
     front = load_front(out)
     plot_front([front], out / "front.png")
