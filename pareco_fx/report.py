@@ -286,6 +286,11 @@ def accuracy(p: FrontPoint) -> float:
     return p.test_acc if p.test_acc is not None else p.val_acc
 
 
+def accuracy_kind(points: Sequence[FrontPoint]) -> str:
+    """Which accuracy :func:`accuracy` reports for these points: ``test`` or ``validation``."""
+    return "test" if points and all(p.test_acc is not None for p in points) else "validation"
+
+
 def best_under(points: Sequence[FrontPoint], budget: float) -> FrontPoint | None:
     """The point with the best *validation* accuracy among those with ``cost_ratio <= budget``.
 
@@ -336,7 +341,7 @@ def budget_table(fronts: Sequence[RunFront], budgets: Sequence[float]) -> Table:
     table = Table(title="best sub-network under each budget (chosen on validation accuracy)", title_justify="left")
     table.add_column("budget", justify="right")
     for f in fronts:
-        table.add_column(f"{f.run} acc (ratio)", justify="right")
+        table.add_column(f"{f.run}\n{accuracy_kind(f.points)} acc (cost ratio)", justify="right")
     for b in budgets:
         cells = []
         for f in fronts:
@@ -387,9 +392,8 @@ def plot_front(fronts: Sequence[RunFront], path: str | os.PathLike) -> Path:
                 ax.plot([p.cost_ratio for p in pts], [100 * accuracy(p) for p in pts], style, color=color,
                         alpha=1.0 if style == "o-" else 0.55, label=name, markersize=4)
     first = fronts[0]
-    metric = "test" if all(p.test_acc is not None for p in first.points) else "validation"
     ax.set_xlabel(f"{first.cost} / full-width {first.cost}")
-    ax.set_ylabel(f"{metric} accuracy (%)")
+    ax.set_ylabel(f"{accuracy_kind(first.points)} accuracy (%)")
     ax.set_title(f"{first.model}: accuracy vs {first.cost}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
