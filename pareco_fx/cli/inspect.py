@@ -34,7 +34,7 @@ def inspect_cmd(app: AppContext, model_spec: str, input_shape: str | None, costs
     check_names(names, sorted(cost_models.available()), "cost model")
     loaded = modelfile.load(model_spec, input_shape)
     with app.err.status(f"analysing {loaded.name} ..."):
-        report = dataclasses.replace(pareco_fx.analyze(loaded.model, loaded.example_inputs), model=loaded.name)
+        report = pareco_fx.analyze(loaded.model, loaded.example_inputs, name=loaded.name)
         if names:
             slim = pareco_fx.make_slimmable(loaded.model, loaded.example_inputs, min_width=min_width, divisor=divisor)
             report = dataclasses.replace(report, costs=cost_summary(slim, names))
