@@ -13,9 +13,10 @@ by local perturbations of the best one.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -28,7 +29,7 @@ from pareco_fx.optim.space import WidthSpace
 
 __all__ = [
     "ChebyshevSearch", "LossModel", "SearchResult", "bayesian_search", "draw_targets", "propose_by_search",
-    "target_weights",
+    "single_thread", "target_weights",
 ]
 
 TARGET_BINS = 50
@@ -36,6 +37,21 @@ TARGET_BINS = 50
 UNIFORM_FLOOR = 0.1
 REFINE_SCALES = (0.1, 0.03)  # std of the local perturbations, in unit-cube coordinates
 REFINE_SAMPLES = 128
+# L-BFGS iterations of the GP hyper-parameter fit: converged to ~1e-2 in log-likelihood, and
+# 5-10x faster than running to tolerance at a few hundred points.
+FIT_MAXITER = 50
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Run small-tensor work (GP, cost programs) on one thread: OpenMP hand-offs would cost more
+    than the work, and far more on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _standardise(values: Tensor) -> tuple[Tensor, float, float]:
@@ -75,18 +91,18 @@ class LossModel:
         )
         self.gp = SingleTaskGP(x, y.unsqueeze(-1), covar_module=covar, outcome_transform=None)
         mll = ExactMarginalLogLikelihood(self.gp.likelihood, self.gp)
-        with torch.random.fork_rng(), warnings.catch_warnings():
+        with torch.random.fork_rng(), warnings.catch_warnings(), single_thread():
             torch.manual_seed(seed)
             warnings.simplefilter("ignore")
             try:
-                fit_gpytorch_mll(mll)
+                fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": FIT_MAXITER}})
             except Exception:  # noqa: BLE001 - an unfitted GP (prior hyper-parameters) still guides
                 pass
         self.gp.eval()
 
     def ucb(self, x: Tensor) -> Tensor:
         """UCB of the standardised loss at slimmable widths ``[B, d]`` (higher = worse)."""
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), single_thread():
             warnings.simplefilter("ignore")
             posterior = self.gp.posterior(self.space.to_unit(x.double()))
             mean = posterior.mean.squeeze(-1)
@@ -141,7 +157,8 @@ class ChebyshevSearch:
         iid = space.project(space.random(count - len(uniform), generator))
         parts = [uniform, iid] + ([extra.double()] if extra is not None and len(extra) else [])
         x = torch.cat(parts)
-        ratio = space.ratio(space.embed(x))
+        with single_thread():
+            ratio = space.ratio(space.embed(x))
         if cost_scale is None:
             _, mean, std = _standardise(ratio)
             cost_scale = (mean, std)
@@ -149,7 +166,8 @@ class ChebyshevSearch:
         self.x, self.loss, self.ratio = x, model.ucb(x), ratio
 
     def _evaluate(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        ratio = self.space.ratio(self.space.embed(x))
+        with single_thread():
+            ratio = self.space.ratio(self.space.embed(x))
         return self.model.ucb(x), ratio
 
     def scalarise(self, loss: Tensor, ratio: Tensor, lam: float) -> Tensor:

@@ -93,7 +93,7 @@ class WidthSpace:
 
     def smallest(self) -> Tensor:
         """The smallest network, ``[G]``."""
-        return self.uniform(torch.tensor([self.min_width]))[0]
+        return self.uniform(torch.tensor([self.min_width], dtype=torch.float64))[0]
 
     def random(self, count: int, generator: torch.Generator) -> Tensor:
         """``count`` full vectors of i.i.d. uniform widths in ``[min_width, 1]``."""

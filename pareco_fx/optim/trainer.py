@@ -219,7 +219,7 @@ class _Trainer:
             epoch, batch = divmod(self.step, self.steps_per_epoch)
             kept = f"; the last good checkpoint in {self.run_dir} is kept" if self.run_dir else ""
             raise NonFiniteLossError(
-                f"non-finite loss ({float(loss)}) at step {self.step} (epoch {epoch + 1}, batch {batch + 1}) "
+                f"non-finite loss ({float(loss.detach())}) at step {self.step} (epoch {epoch + 1}, batch {batch + 1}) "
                 f"with widths {_widths_text(widths)}; lower the learning rate (--lr) or check the data{kept}"
             )
 

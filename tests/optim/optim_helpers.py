@@ -1,4 +1,4 @@
-"""A tiny slimmable CNN and small Fashion-MNIST slices for fast trainer tests."""
+"""A tiny slimmable CNN and a tiny learnable task for fast trainer tests."""
 from __future__ import annotations
 
 import sys
@@ -6,10 +6,9 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset, TensorDataset
 
 import pareco_fx
-from pareco_fx.data import load_fashion_mnist
 from pareco_fx.optim import TrainConfig
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -35,7 +34,7 @@ class TinyNet(nn.Module):
 def tiny_slim(seed: int = 0) -> nn.Module:
     """The tiny CNN, made slimmable, with weights that depend only on ``seed``."""
     torch.manual_seed(seed)
-    return pareco_fx.make_slimmable(TinyNet(), (torch.randn(2, 1, 28, 28),))
+    return pareco_fx.make_slimmable(TinyNet(), (torch.randn(2, 1, 8, 8),))
 
 
 def resnet_slim() -> nn.Module:
@@ -49,10 +48,20 @@ def resnet_slim() -> nn.Module:
     return pareco_fx.make_slimmable(fashion_resnet.model(), fashion_resnet.example_inputs())
 
 
+def quadrants(n: int, seed: int) -> TensorDataset:
+    """Four classes of noisy 8x8 images, each brightening one quadrant: learnable in a few steps."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 4, (n,), generator=g)
+    x = 0.5 * torch.randn(n, 1, 8, 8, generator=g)
+    for k in range(4):
+        r, c = divmod(k, 2)
+        x[y == k, :, 4 * r: 4 * r + 4, 4 * c: 4 * c + 4] += 1.0
+    return TensorDataset(x, y)
+
+
 def tiny_data(train: int = 256, val: int = 64, test: int = 64) -> tuple[Dataset, Dataset, Dataset]:
-    """The first examples of each split of the embedded subset."""
-    tr, va, te = load_fashion_mnist("embedded")
-    return Subset(tr, range(train)), Subset(va, range(val)), Subset(te, range(test))
+    """(train, val, test) splits of the quadrant task."""
+    return quadrants(train, 0), quadrants(val, 1), quadrants(test, 2)
 
 
 TINY_CONFIG = TrainConfig(
@@ -60,3 +69,19 @@ TINY_CONFIG = TrainConfig(
     num_width_vectors=12, prior_points=3, recal_batches=2, slim_eval_points=4, twostage_evals=12,
     search_candidates=256, gp_max_points=50,
 )
+
+
+class SlowData(Dataset):
+    """A dataset that sleeps on every item, so that a run can be killed part-way."""
+
+    def __init__(self, base: Dataset, delay: float) -> None:
+        self.base, self.delay = base, delay
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int):
+        import time
+
+        time.sleep(self.delay)
+        return self.base[index]

@@ -38,11 +38,12 @@ def _space(groups: int = 2) -> WidthSpace:
 def test_front_candidates_skip_unscored_and_add_ends() -> None:
     space = _space()
     history = History(2)
-    widths = torch.tensor([[0.5, 0.5], [0.7, 0.7], [0.45, 0.45], [0.6, 0.6], [1.0, 1.0], [0.9, 0.9]])
+    widths = torch.tensor([[0.5, 0.5], [0.7, 0.7], [0.45, 0.45], [0.6, 0.6], [1.0, 1.0], [0.9, 0.9]],
+                          dtype=torch.float64)
     history.append(widths, torch.cat([RATIOS, torch.tensor([0.9])]), step=0)
     history.losses = torch.cat([LOSSES, torch.tensor([float("nan")])])  # the last one is not scored yet
     W = front_candidates(history, space, coverage=0.5)
-    expected = torch.cat([widths[:3], torch.tensor([[1.0, 1.0], [0.4, 0.4]])]).double()
+    expected = torch.cat([widths[:3], torch.tensor([[1.0, 1.0], [0.4, 0.4]], dtype=torch.float64)])
     assert torch.equal(W, expected)
 
 

@@ -1,0 +1,87 @@
+"""Samplers: ranges, the prior/full/search schedule, period, and exact state round trips."""
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from pareco_fx.optim import ParecoSampler, SlimSampler, TrainConfig, TwoStageSampler, WidthSpace, make_sampler
+
+
+def _space() -> WidthSpace:
+    # Three groups, the middle one frozen; cost = sum of squared widths (a stand-in program).
+    return WidthSpace.build(torch.tensor([True, False, True]), 0.42, lambda W: (W**2).sum(dim=1))
+
+
+def _loss(W: torch.Tensor) -> torch.Tensor:
+    return (1.0 - W).abs().sum(dim=1)
+
+
+def test_space_ends_and_ratio() -> None:
+    space = _space()
+    assert space.dim == 2 and space.num_groups == 3
+    assert torch.equal(space.smallest(), torch.tensor([0.42, 1.0, 0.42], dtype=torch.float64))
+    assert space.ratio_min == pytest.approx((2 * 0.42**2 + 1) / 3)
+    x = torch.tensor([[0.5, 0.9]], dtype=torch.float64)
+    assert torch.equal(space.project(space.embed(x)), x)
+
+
+def test_slim_sampler_draws_uniform_multipliers() -> None:
+    space = _space()
+    sampler = SlimSampler(space, TrainConfig(num_sampled=3))
+    W = torch.cat([sampler.propose(step, _loss) for step in range(20)])
+    assert W.shape == (60, 3)
+    assert torch.equal(W[:, 0], W[:, 2]) and torch.all(W[:, 1] == 1.0)
+    assert torch.all((W >= 0.42) & (W <= 1.0))
+    assert len(sampler.history) == 0
+
+
+def test_twostage_sampler_draws_iid_widths() -> None:
+    space = _space()
+    sampler = TwoStageSampler(space, TrainConfig())
+    W = torch.cat([sampler.propose(step, _loss) for step in range(50)])
+    assert torch.all(W[:, 1] == 1.0) and torch.all((W >= 0.42) & (W <= 1.0))
+    assert not torch.equal(W[:, 0], W[:, 2])
+
+
+def test_pareco_sampler_keeps_widths_for_a_period() -> None:
+    space = _space()
+    config = TrainConfig(num_width_vectors=8, prior_points=4, search_candidates=128)
+    sampler = make_sampler(space, config, total_steps=20)  # 20 steps * 2 / 8 vectors: period 5
+    assert isinstance(sampler, ParecoSampler) and sampler.period == 5
+    calls = []
+
+    def score(W: torch.Tensor) -> torch.Tensor:
+        calls.append(len(W))
+        return _loss(W)
+
+    proposals = [sampler.propose(step, score) for step in range(20)]
+    for start in range(0, 20, 5):
+        assert all(torch.equal(proposals[start], p) for p in proposals[start: start + 5])
+    assert calls == [2, 4, 6]  # the history is re-scored at every period but the first
+    W = sampler.history.widths
+    assert torch.equal(W[:4, 0], W[:4, 2])  # prior points: uniform multipliers
+    assert torch.all(W[4] == 1.0)  # then the full network
+
+
+def _round_trip(state: dict) -> dict:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+@pytest.mark.parametrize("method", ["pareco", "slim", "twostage"])
+def test_sampler_state_round_trip_continues_identically(method: str) -> None:
+    space = _space()
+    config = TrainConfig(method=method, num_width_vectors=10, prior_points=3, search_candidates=128)
+    first = make_sampler(space, config, total_steps=10)
+    for step in range(5):
+        first.propose(step, _loss)
+    second = make_sampler(space, config, total_steps=10)
+    second.load_state_dict(_round_trip(first.state_dict()))
+    for step in range(5, 10):
+        assert torch.equal(first.propose(step, _loss), second.propose(step, _loss))
+    assert torch.equal(first.history.widths, second.history.widths)
+    assert torch.allclose(first.history.losses, second.history.losses, equal_nan=True)

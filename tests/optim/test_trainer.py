@@ -1,0 +1,120 @@
+"""The sandwich trainer on a tiny slimmable CNN: learning, schedule, run-directory files, errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from optim_helpers import TINY_CONFIG, tiny_data, tiny_slim
+from pareco_fx.errors import UserInputError
+from pareco_fx.optim import NonFiniteLossError, TrainConfig, learning_rate, load_checkpoint, train
+from pareco_fx.optim.evaluate import score_widths
+
+
+def _fixed_batch(data, n: int = 64):
+    xs, ys = zip(*(data[i] for i in range(n)))
+    return [(torch.stack(xs), torch.tensor(ys))]
+
+
+def test_training_lowers_loss_at_full_and_smallest_width() -> None:
+    train_set, val_set, _ = tiny_data()
+    slim = tiny_slim()
+    batch = _fixed_batch(train_set)
+    ends = torch.tensor([[1.0] * len(slim.groups), [0.42] * len(slim.groups)], dtype=torch.float64)
+    before = score_widths(slim, ends, batch, 0.0)
+    config = TINY_CONFIG.replace(method="slim", lr=0.8, epochs=2, max_train_batches=8, slim_eval_points=2)
+    train(slim, train_set, val_set, None, config, progress=False)  # 16 steps
+    after = score_widths(slim, ends, batch, 0.0)
+    assert before.min() > 2.0
+    assert torch.all(after < 0.5 * before), (before, after)
+
+
+def test_learning_rate_warmup_then_decay() -> None:
+    config = TrainConfig(lr=0.1, batch_size=256, warmup_epochs=1.0)
+    peak = 0.2  # lr scales with batch size / 128
+    lrs = [learning_rate(config, step, total_steps=40, steps_per_epoch=10) for step in range(40)]
+    assert lrs[:10] == pytest.approx([peak * (s + 1) / 10 for s in range(10)])
+    assert lrs[10:] == pytest.approx([peak * (1 - s / 30) for s in range(30)])
+    cosine = config.replace(schedule="cosine")
+    assert learning_rate(cosine, 25, 40, 10) == pytest.approx(peak * 0.5)
+
+
+def test_run_directory_files(tmp_path) -> None:
+    train_set, val_set, test_set = tiny_data()
+    config = TINY_CONFIG.replace(epochs=2)
+    result = train(tiny_slim(), train_set, val_set, test_set, config, run_dir=tmp_path, progress=False,
+                   model_name="tiny")
+    assert {p.name for p in tmp_path.iterdir()} == {"config.json", "checkpoint.pt", "history.json", "front.json",
+                                                   "front.csv"}
+    assert TrainConfig.from_dict(json.loads((tmp_path / "config.json").read_text())) == config
+    front = json.loads((tmp_path / "front.json").read_text())
+    assert (front["model"], front["cost"], front["method"]) == ("tiny", "flops", "pareco")
+    assert front["cost_full"] == pytest.approx(result.cost_full)
+    assert [p["cost_ratio"] for p in front["points"]] == [p.cost_ratio for p in result.front]
+    assert len(front["uniform"]) == len(result.uniform) >= 2
+    # The front is non-dominated on validation accuracy, cheapest first, with test accuracy reported.
+    ratios = [p.cost_ratio for p in result.front]
+    accs = [p.val_acc for p in result.front]
+    assert ratios == sorted(ratios) and accs == sorted(accs)
+    assert all(p.test_acc is not None for p in result.front)
+    assert result.uniform[0].cost_ratio == pytest.approx(min(p.cost_ratio for p in result.uniform))
+    lines = (tmp_path / "front.csv").read_text().splitlines()
+    assert lines[0].startswith("kind,cost,cost_ratio") and len(lines) == 1 + len(result.front) + len(result.uniform)
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert len(history["entries"]) == len(result.history) == 2 * (2 * 4 // history["period"])
+    payload = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert payload["step"] == 8 and payload["config"] == config.to_dict()
+
+
+def test_existing_run_is_not_overwritten(tmp_path) -> None:
+    (tmp_path / "checkpoint.pt").write_bytes(b"anything")
+    train_set, val_set, _ = tiny_data()
+    with pytest.raises(UserInputError, match="already holds a training run"):
+        train(tiny_slim(), train_set, val_set, None, TINY_CONFIG, run_dir=tmp_path, progress=False)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == b"anything"
+
+
+class Poisoned(torch.utils.data.Dataset):
+    """Wraps a dataset; once armed, every image is NaN."""
+
+    def __init__(self, base) -> None:
+        self.base, self.armed = base, False
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i):
+        x, y = self.base[i]
+        return (torch.full_like(x, float("nan")) if self.armed else x), y
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch) -> None:
+    from pareco_fx.optim import trainer as trainer_module
+
+    train_set, val_set, _ = tiny_data()
+    poisoned = Poisoned(train_set)
+    original_save = trainer_module._Trainer.save
+
+    def save_then_arm(self) -> None:
+        original_save(self)
+        poisoned.armed = True
+
+    monkeypatch.setattr(trainer_module._Trainer, "save", save_then_arm)
+    with pytest.raises(NonFiniteLossError, match=r"step 4 \(epoch 2, batch 1\) with widths \[1\.000, 1\.000"):
+        train(tiny_slim(), poisoned, val_set, None, TINY_CONFIG, run_dir=tmp_path, progress=False)
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 4
+    assert not (tmp_path / "front.json").exists()
+
+
+def test_bad_options_are_user_errors() -> None:
+    with pytest.raises(UserInputError, match="unknown method 'fast'"):
+        TrainConfig(method="fast")
+    with pytest.raises(UserInputError, match="epochs must be at least 1"):
+        TrainConfig(epochs=0)
+    with pytest.raises(UserInputError, match="unknown training options bogus"):
+        TrainConfig.from_dict({"bogus": 1})
+    assert TrainConfig.from_dict(TINY_CONFIG.to_dict()) == TINY_CONFIG
+    train_set, val_set, _ = tiny_data(train=16)
+    with pytest.raises(UserInputError, match="fewer than one batch"):
+        train(tiny_slim(), train_set, val_set, None, TINY_CONFIG, progress=False)
