@@ -13,56 +13,22 @@ returned :class:`ChannelAnalysis`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 import torch.fx as fx
-import torch.nn as nn
-from scipy.sparse.csgraph import connected_components
 
 from pareco_fx.errors import AnalysisError
-from pareco_fx.ir import (
-    META_LAYOUT,
-    META_PARAM_NUMEL,
-    META_PARAMS,
-    META_SYM,
-    META_VALUE,
-    ChannelGroup,
-    Poly,
-    SymTensor,
-    prod,
+from pareco_fx.ir import META_LAYOUT, META_VALUE, ChannelGroup, Poly
+from pareco_fx.passes.grouping import units_and_groups
+from pareco_fx.passes.labels import (
+    FIXED, META_GATHER, META_KIND, META_LAYER, Layout, leaves, map_layouts, varying_axes,
 )
-from pareco_fx.passes.labels import FIXED, Layout, varying_axes
 from pareco_fx.passes.rules import KIND, rule_for
-from pareco_fx.trace import META_STORAGE
+from pareco_fx.passes.symbolic import annotate
 
 __all__ = ["run", "ChannelAnalysis", "Ctx", "META_LAYER", "META_KIND", "META_GATHER", "leaves", "map_layouts"]
-
-META_LAYER = "pareco.layer"   # dict of label vectors a layer slices its parameters by
-META_KIND = "pareco.kind"     # the rule family that handled the node ("movement", "layer", …)
-META_GATHER = "pareco.gather"  # (source node, axis, permutation): a channel shuffle done as one gather
-
-
-def leaves(tree: Any) -> list:
-    """Leaves of a tuple/list/dict pytree, in fx's map_aggregate order."""
-    if isinstance(tree, (tuple, list)):
-        return [x for t in tree for x in leaves(t)]
-    if isinstance(tree, dict):
-        return [x for t in tree.values() for x in leaves(t)]
-    return [tree]
-
-
-def map_layouts(tree: Any, fn: Callable[[Layout], Any]) -> Any:
-    if isinstance(tree, Layout):
-        return fn(tree)
-    if isinstance(tree, (tuple, list)):
-        return type(tree)(map_layouts(t, fn) for t in tree) if not hasattr(tree, "_fields") else \
-            type(tree)(*(map_layouts(t, fn) for t in tree))
-    if isinstance(tree, dict):
-        return {k: map_layouts(v, fn) for k, v in tree.items()}
-    return tree
 
 
 def _meta_shapes(node: fx.Node) -> Any:
@@ -477,278 +443,14 @@ class ChannelAnalysis:
                 self.groups[g] = dataclasses.replace(grp, slimmable=False, reason=reason)
 
 
-def _groups_from_ties(prop: _Propagator) -> tuple:
-    N = prop.next_id
-    pairs = np.concatenate(prop.pairs) if prop.pairs else np.zeros((0, 2), dtype=np.int64)
-    adj = sp.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(N, N))
-    _, comp = connected_components(adj, directed=False)
-    ncomp = int(comp.max()) + 1
-    frozen_units: dict[int, str] = {}
-    for ids, reason in prop.frozen:
-        for c in np.unique(comp[ids]):
-            frozen_units.setdefault(int(c), reason)
-
-    # first_real: the earliest channel of each unit created by a layer (not a parameter element)
-    first_real = np.full(ncomp, N, dtype=np.int64)
-    real_atoms = [(start, size) for start, size, _, real in prop.atoms if real]
-    for start, size in real_atoms:
-        np.minimum.at(first_real, comp[start:start + size], np.arange(start, start + size))
-    real_unit = first_real < N
-    succ: dict[int, set] = {}
-    pred: dict[int, set] = {}
-    START, END = -1, -2
-    for start, size in real_atoms:
-        s = comp[start:start + size]
-        if (first_real[s] < start).all():
-            continue  # every unit existed before (depthwise conv, residual branch): no new order
-        s = s[np.r_[True, s[1:] != s[:-1]]]
-        pred.setdefault(int(s[0]), set()).add(START)
-        succ.setdefault(int(s[-1]), set()).add(END)
-        for a, b in zip(s[:-1].tolist(), s[1:].tolist()):
-            succ.setdefault(a, set()).add(b)
-            pred.setdefault(b, set()).add(a)
-    nxt = {}
-    for a, ss in succ.items():
-        if len(ss) == 1:
-            b = next(iter(ss))
-            if b != END and len(pred[b]) == 1:
-                nxt[a] = b
-    has_prev = set(nxt.values())
-    min_id = first_real
-    heads = sorted((u for u in np.flatnonzero(real_unit).tolist() if u not in has_prev), key=lambda u: min_id[u])
-    unit_group = np.full(ncomp, -1, dtype=np.int64)
-    unit_rank = np.full(ncomp, -1, dtype=np.int64)
-    chains = []
-    for h in heads:
-        chain = [h]
-        while chain[-1] in nxt:
-            chain.append(nxt[chain[-1]])
-        gid = len(chains)
-        unit_group[chain] = gid
-        unit_rank[chain] = np.arange(len(chain))
-        chains.append(chain)
-    unit_group[comp[0]] = -1  # FIXED is never part of a group
-    chains = _split_for_prefixes(chains, comp, unit_group, unit_rank, _vectors(prop))
-    chains.sort(key=lambda c: min_id[c[0]])
-    for gid, chain in enumerate(chains):
-        unit_group[chain] = gid
-        unit_rank[chain] = np.arange(len(chain))
-    return comp, unit_group, unit_rank, chains, frozen_units, pairs, min_id
-
-
-def _vectors(prop: _Propagator) -> list[torch.Tensor]:
-    """Every channel vector a tensor or layer holds (interleaved intermediates aside)."""
-    out = []
-    for node in prop.gm.graph.nodes:
-        for lay in leaves(prop.env.get(node)):
-            if isinstance(lay, Layout) and lay.axis is not None:
-                out.append(lay.vec)
-        out.extend(v for v in (node.meta.get(META_LAYER) or {}).values() if isinstance(v, torch.Tensor))
-    return out
-
-
-def _split_for_prefixes(chains: list[list[int]], comp: np.ndarray, unit_group: np.ndarray,
-                        unit_rank: np.ndarray, vecs: list[torch.Tensor]) -> list[list[int]]:
-    """Cut groups so that every tensor holding part of a group holds its first unit: a slice of
-    a group (split, chunk, narrow) becomes a group of its own, and no tensor can shrink to zero
-    channels."""
-    units = [np.unique(comp[v.numpy()]) for v in vecs]
-    changed = True
-    while changed:
-        changed = False
-        for u in units:
-            g = unit_group[u]
-            u, g = u[g >= 0], g[g >= 0]
-            r = unit_rank[u]
-            for gid in np.unique(g).tolist():
-                first = int(r[g == gid].min())
-                if first > 0:
-                    tail = chains[gid][first:]
-                    chains[gid] = chains[gid][:first]
-                    new = len(chains)
-                    chains.append(tail)
-                    unit_group[tail] = new
-                    unit_rank[tail] = np.arange(len(tail))
-                    changed = True
-    return chains
-
-
-def _atom_of(prop: _Propagator, ch: int) -> tuple[int, int, str, bool]:
-    for atom in prop.atoms:
-        if atom[0] <= ch < atom[0] + atom[1]:
-            return atom
-    raise AssertionError(ch)
-
-
-def _build_groups(prop: _Propagator, comp, chains, frozen_units, min_id) -> list[ChannelGroup]:
-    groups = []
-    for gid, chain in enumerate(chains):
-        start, size, _, _ = _atom_of(prop, int(min_id[chain[0]]))
-        mult = np.bincount(comp[start:start + size], minlength=int(comp.max()) + 1)[chain]
-        q = int(mult[0]) if (mult == mult[0]).all() and mult[0] > 0 else 1
-        channels = len(chain) * q
-        reason = next((frozen_units[u] for u in chain if u in frozen_units), None)
-        if reason is None and len(chain) == 1:
-            reason = f"a single unit of {q} channel(s): nothing to slim"
-        groups.append(ChannelGroup(gid, channels, reason is None, reason, (), q))
-    return groups
-
-
-# ---------------------------------------------------------------------------------------------
-# Symbolic sizes
-# ---------------------------------------------------------------------------------------------
-
-class _SymBuilder:
-    def __init__(self, an: ChannelAnalysis):
-        self.an = an
-        self.cache: dict[int, tuple[torch.Tensor, Poly]] = {}
-        self.table_index: dict[tuple, int] = {}
-
-    def count(self, vec: torch.Tensor) -> Poly:
-        """Active positions of a label vector as a Poly of the features."""
-        hit = self.cache.get(id(vec))
-        if hit is not None and hit[0] is vec:
-            return hit[1]
-        gid, rank = self.an.resolve(vec)
-        poly = Poly.const(int((gid < 0).sum()))
-        for g in np.unique(gid[gid >= 0]).tolist():
-            U = self.an.groups[g].units
-            r = rank[gid == g]
-            table = np.searchsorted(np.sort(r), np.arange(U + 1), side="left")  # positions with rank < u
-            m = table[1] if U >= 1 else 0
-            if np.array_equal(table, m * np.arange(U + 1)):
-                poly = poly + Poly.var(g, float(m))
-            else:
-                key = (g, tuple(table.tolist()))
-                if key not in self.table_index:
-                    self.table_index[key] = len(self.an.groups) + len(self.an.tables)
-                    self.an.tables.append((g, torch.tensor(table, dtype=torch.float64)))
-                poly = poly + Poly.var(self.table_index[key])
-        self.cache[id(vec)] = (vec, poly)
-        return poly
-
-    def shape(self, lay: Layout) -> tuple[Poly, ...]:
-        if lay.raw is not None:  # mid-shuffle: only the element count is meaningful
-            return (self.count(lay.raw.reshape(-1)),) + tuple(Poly.const(1) for _ in lay.shape[1:])
-        dims = [Poly.const(s) for s in lay.shape]
-        if lay.axis is not None:
-            dims[lay.axis] = self.count(lay.vec)
-        return tuple(dims)
-
-    def param_shape(self, shape: tuple[int, ...], axes: dict[int, torch.Tensor]) -> tuple[Poly, ...]:
-        dims = [Poly.const(s) for s in shape]
-        for a, v in axes.items():
-            dims[a] = self.count(v)
-        return tuple(dims)
-
-
-def param_axes(an: ChannelAnalysis, lay: Layout) -> dict[int, torch.Tensor]:
-    """Channel axes of a parameter read through get_attr: axis -> label vector."""
-    if lay is None or not lay.labeled:
-        return {}
-    if lay.axis is not None:
-        return {lay.axis: lay.vec}
-    raw = lay.raw
-    gid, rank = an.resolve(raw)
-    key = torch.from_numpy(np.where(gid < 0, -1, gid * (1 << 20) + rank)).view(raw.shape)
-    axes = varying_axes(key)
-    if not axes:
-        return {}
-    if len(axes) > 1:
-        return {a: None for a in axes}  # inconsistent: the caller freezes it
-    a = axes[0]
-    idx = tuple(slice(None) if d == a else 0 for d in range(raw.dim()))
-    return {a: raw[idx].clone()}
-
-
-def _annotate(an: ChannelAnalysis, prop: _Propagator) -> None:
-    sb = _SymBuilder(an)
-    gm = an.gm
-    an.param_syms = {name: tuple(Poly.const(s) for s in p.shape) for name, p in gm.named_parameters()}
-    for node in gm.graph.nodes:
-        lay = prop.env.get(node)
-        storages = node.meta.get(META_STORAGE, [])
-        if node.op == "get_attr" and isinstance(lay, Layout):
-            axes = prop.param_override.get(node) or param_axes(an, lay)
-            if any(v is None for v in axes.values()):
-                prop_freeze_layout(an, lay, f"parameter '{node.target}' is used along several channel axes")
-                axes = {}
-            node.meta["pareco.param_axes"] = axes
-            sym = sb.param_shape(lay.shape, axes)
-            st = storages[0] if storages else (id(node), int(np.prod(lay.shape)))
-            node.meta[META_SYM] = SymTensor(lay.shape, sym, st[0], st[1])
-            if node.target in an.param_syms:
-                an.param_syms[node.target] = sym
-            continue
-        if lay is None:
-            continue
-        flat = [x for x in leaves(lay)]
-        it = iter(storages)
-
-        def to_sym(x: Layout) -> SymTensor:
-            st = next(it, (id(x), int(np.prod(x.shape))))
-            return SymTensor(x.shape, sb.shape(x), st[0], st[1])
-
-        node.meta[META_SYM] = map_layouts(lay, to_sym) if flat else None
-        layer = node.meta.get(META_LAYER)
-        if node.op == "call_module" and layer is not None:
-            from pareco_fx.layers import param_shapes  # the layer runtime knows its parameter axes
-
-            mod = gm.get_submodule(node.target)
-            shapes = param_shapes(mod, layer, sb.count)
-            node.meta[META_PARAMS] = shapes
-            for pname, s in shapes.items():
-                an.param_syms[f"{node.target}.{pname}"] = s
-    for node in gm.graph.nodes:
-        total = Poly()
-        if node.op == "call_module":
-            mod = gm.get_submodule(node.target)
-            shapes = node.meta.get(META_PARAMS, {})
-            for pname, p in mod.named_parameters():
-                total = total + prod(shapes.get(pname, tuple(Poly.const(s) for s in p.shape)))
-        elif node.op in ("call_function", "call_method"):
-            seen = set()
-            for a in node.all_input_nodes:
-                if a.op == "get_attr" and a.target in an.param_syms and a.target not in seen:
-                    seen.add(a.target)
-                    total = total + prod(an.param_syms[a.target])
-        if total.terms:
-            node.meta[META_PARAM_NUMEL] = total
-
-
-def prop_freeze_layout(an: ChannelAnalysis, lay: Layout, reason: str) -> None:
-    gid, _ = an.resolve(lay.materialize())
-    an.freeze_groups(np.unique(gid[gid >= 0]).tolist(), reason)
-
-
-def _members(an: ChannelAnalysis, prop: _Propagator) -> None:
-    members: list[dict[str, None]] = [dict() for _ in an.groups]
-    for node in an.gm.graph.nodes:
-        name = node.target if node.op in ("call_module", "get_attr") else node.name
-        vecs = []
-        for lay in leaves(prop.env.get(node)):
-            if isinstance(lay, Layout) and lay.labeled:
-                vecs.append(lay.vec if lay.axis is not None else lay.raw)
-        for v in (node.meta.get(META_LAYER) or {}).values():
-            if isinstance(v, torch.Tensor):
-                vecs.append(v)
-        for v in vecs:
-            gid, _ = an.resolve(v)
-            for g in np.unique(gid[gid >= 0]).tolist():
-                members[g][name] = None
-    an.groups = [dataclasses.replace(g, members=tuple(m)) for g, m in zip(an.groups, members)]
-
-
 def run(gm: fx.GraphModule, example_inputs: tuple, divisor: int = 1) -> ChannelAnalysis:
     """Analyse a traced graph (shapes recorded at batch size 1) into channel groups."""
     if divisor < 1:
         raise AnalysisError(f"divisor must be >= 1, got {divisor}")
     prop = _Propagator(gm)
     prop.run()
-    comp, unit_group, unit_rank, chains, frozen_units, pairs, min_id = _groups_from_ties(prop)
-    groups = _build_groups(prop, comp, chains, frozen_units, min_id)
+    comp, unit_group, unit_rank, groups, frozen_units, pairs = units_and_groups(prop)
     an = ChannelAnalysis(gm, groups, divisor, comp, unit_group, unit_rank, [], {}, example_inputs,
                          pairs, prop.atoms, frozen_units)
-    _annotate(an, prop)
-    _members(an, prop)
+    annotate(an, prop)
     return an

@@ -9,12 +9,17 @@ axes are known). Activations are always factored: the pass ties labels until the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 
-__all__ = ["FIXED", "Layout", "varying_axes"]
+__all__ = ["FIXED", "Layout", "varying_axes", "leaves", "map_layouts", "META_LAYER", "META_KIND", "META_GATHER"]
 
 FIXED = 0
+
+META_LAYER = "pareco.layer"    # dict of label vectors a layer slices its parameters by
+META_KIND = "pareco.kind"      # the rule family that handled the node ("movement", "layer", …)
+META_GATHER = "pareco.gather"  # (source node, axis, permutation): a channel shuffle done as one gather
 
 
 @dataclass(frozen=True)
@@ -70,3 +75,23 @@ def varying_axes(t: torch.Tensor) -> list[int]:
         if t.shape[d] > 1 and bool((t != t.narrow(d, 0, 1)).any()):
             out.append(d)
     return out
+
+
+def leaves(tree: Any) -> list:
+    """Leaves of a tuple/list/dict pytree, in fx's map_aggregate order."""
+    if isinstance(tree, (tuple, list)):
+        return [x for t in tree for x in leaves(t)]
+    if isinstance(tree, dict):
+        return [x for t in tree.values() for x in leaves(t)]
+    return [tree]
+
+
+def map_layouts(tree: Any, fn: Callable[[Layout], Any]) -> Any:
+    if isinstance(tree, Layout):
+        return fn(tree)
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(map_layouts(t, fn) for t in tree) if not hasattr(tree, "_fields") else \
+            type(tree)(*(map_layouts(t, fn) for t in tree))
+    if isinstance(tree, dict):
+        return {k: map_layouts(v, fn) for k, v in tree.items()}
+    return tree
