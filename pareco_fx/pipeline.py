@@ -55,17 +55,15 @@ def make_slimmable(model: nn.Module, example_inputs: Any, min_width: float = 0.4
     return slim
 
 
-def analyze(model: nn.Module, example_inputs: Any, name: str | None = None) -> "Any":
-    """The channel groups of ``model`` as a printable :class:`~pareco_fx.report.ChannelReport`."""
-    from pareco_fx.report import ChannelReport
+def analyze(model: nn.Module, example_inputs: Any, name: str | None = None,
+            slim: SlimmableModel | None = None) -> "Any":
+    """The channel groups of ``model`` as a printable :class:`~pareco_fx.report.ChannelReport`.
 
-    slim = make_slimmable(model, example_inputs)
+    Pass ``slim`` (from :func:`make_slimmable` on the same model) to reuse an analysis.
+    """
+    from pareco_fx.report import ChannelReport, summarize
+
+    slim = slim if slim is not None else make_slimmable(model, example_inputs)
     groups = tuple(slim.groups)
-    summary = {
-        "groups": len(groups),
-        "slimmable_groups": sum(g.slimmable for g in groups),
-        "frozen_groups": sum(not g.slimmable for g in groups),
-        "channels": sum(g.channels for g in groups),
-        "slimmable_share": round(slim.slimmable_share(), 4),
-    }
-    return ChannelReport(model=name or type(model).__name__, groups=groups, summary=summary)
+    return ChannelReport(model=name or type(model).__name__, groups=groups,
+                         summary=summarize(groups, round(slim.slimmable_share(), 4)))

@@ -34,9 +34,9 @@ def inspect_cmd(app: AppContext, model_spec: str, input_shape: str | None, costs
     check_names(names, sorted(cost_models.available()), "cost model")
     loaded = modelfile.load(model_spec, input_shape)
     with app.err.status(f"analysing {loaded.name} ..."):
-        report = pareco_fx.analyze(loaded.model, loaded.example_inputs, name=loaded.name)
+        slim = pareco_fx.make_slimmable(loaded.model, loaded.example_inputs, min_width=min_width, divisor=divisor)
+        report = pareco_fx.analyze(loaded.model, loaded.example_inputs, name=loaded.name, slim=slim)
         if names:
-            slim = pareco_fx.make_slimmable(loaded.model, loaded.example_inputs, min_width=min_width, divisor=divisor)
             report = dataclasses.replace(report, costs=cost_summary(slim, names))
     if as_json:
         emit_json(report.to_json())
