@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from invariants import randomize_norms
 
-__all__ = ["Op", "Arch", "ArchNet", "KINDS", "generate", "from_seed", "build", "architectures"]
+__all__ = ["Op", "Arch", "ArchNet", "KINDS", "generate", "from_seed", "build", "architectures", "shrink"]
 
 KINDS = ("conv", "dw", "gconv", "bn", "act", "add", "gate", "cat", "split", "chunk", "shuffle", "pool")
 ACTS: dict[str, Callable[[], nn.Module]] = {
@@ -229,6 +229,38 @@ class ArchNet(nn.Module):
         if op.kind == "pool":
             return [F.max_pool2d(x, 2) if op.args[0] else F.avg_pool2d(x, 2)]
         raise ValueError(f"unknown op kind {op.kind!r}")
+
+
+def _without(arch: Arch, k: int) -> Arch | None:
+    """``arch`` less op ``k``, when no later op reads its outputs (else None)."""
+    first = 1 + sum(_n_out(o) for o in arch.ops[:k])  # index of op k's first output tensor
+    n = _n_out(arch.ops[k])
+    gone = range(first, first + n)
+    later = arch.ops[k + 1:]
+    if k == 0 or any(j in gone for op in later for j in op.inputs):
+        return None
+    shift = lambda j: j - n if j >= first + n else j  # noqa: E731
+    ops = arch.ops[:k] + tuple(Op(op.kind, tuple(shift(j) for j in op.inputs), op.args) for op in later)
+    return Arch(arch.in_channels, arch.size, ops, arch.flatten, arch.hidden, arch.classes)
+
+
+def _n_out(op: Op) -> int:
+    return 2 if op.kind == "split" else op.args[0] if op.kind == "chunk" else 1
+
+
+def shrink(arch: Arch, fails: Callable[[Arch], bool]) -> Arch:
+    """A smaller architecture that still ``fails``: drops unread ops, simplifies the head."""
+    changed = True
+    while changed:
+        changed = False
+        candidates = [_without(arch, k) for k in reversed(range(len(arch.ops)))]
+        candidates += [Arch(arch.in_channels, arch.size, arch.ops, False, arch.hidden, arch.classes),
+                       Arch(arch.in_channels, arch.size, arch.ops, arch.flatten, 0, arch.classes)]
+        for cand in candidates:
+            if cand is not None and cand != arch and fails(cand):
+                arch, changed = cand, True
+                break
+    return arch
 
 
 def build(arch: Arch, seed: int = 0) -> ArchNet:

@@ -769,7 +769,9 @@ SCENARIOS: dict[str, Scenario] = {
     "chunk": Scenario(_fixture(Chunk), _image(), Expect(
         slimmable_groups=5, slimmable=("stem.bn", "branch.bn", "mix.bn"), pieces={"stem.bn": (4, 4, 4)})),
     "channel_shuffle": Scenario(_fixture(ChannelShuffle), _image(), Expect(
-        together=(("stem.bn", "block1.pw2.bn"), ("block1.pw1.bn", "block1.dw.bn")),
+        # block2's chunk halves the shuffled tensor, so block1's output comes in two pieces; the
+        # shuffle itself may tie x1 to the branch or (gathering) leave them apart
+        together=(("block1.pw1.bn", "block1.dw.bn"),), pieces={"block1.pw2.bn": (4, 4)},
         apart=(("block1.pw1.bn", "block1.pw2.bn"), ("block2.pw1.bn", "block2.pw2.bn")),
         slimmable=("block1.pw1.bn", "block1.pw2.bn", "block2.pw1.bn", "last.bn"))),
     "depthwise": Scenario(_fixture(Depthwise), _image(), Expect(
