@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from pareco_fx.cost_models.base import (
     CostModel,
-    CostProgram,
     OpRegistry,
     OpShapes,
     available,
@@ -21,8 +20,9 @@ from pareco_fx.cost_models.base import (
     register,
 )
 from pareco_fx.cost_models.flops import Flops, flop_formula
-from pareco_fx.cost_models.memory import Memory, NodeMemory, liveness
+from pareco_fx.cost_models.memory import Memory, NodeMemory, liveness, width_box
 from pareco_fx.cost_models.params import Params
+from pareco_fx.cost_models.program import CostProgram
 
 __all__ = [
     "CostModel",
@@ -36,6 +36,7 @@ __all__ = [
     "compile",
     "flop_formula",
     "liveness",
+    "width_box",
 ]
 
 register("flops", Flops)

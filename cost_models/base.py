@@ -1,26 +1,24 @@
 """The cost-model interface: registry, per-op formula registries and the compiled program.
 
 A cost model turns a :class:`~pareco_fx.passes.channel_groups.ChannelAnalysis` into a
-:class:`CostProgram`: a vectorised function from the feature matrix ``[B, F]`` (see
-``ChannelAnalysis.features``) to one cost per row. Costs are polynomials of the features, so
-every program is a list of :class:`~pareco_fx.ir.Poly` plus a reduction (``sum`` of all
-terms, or ``max`` over nodes for peak-type costs such as memory), compiled once into dense
-tensors and evaluated with a matrix product for the linear terms and gathered products for
-the rest.
+:class:`~pareco_fx.cost_models.program.CostProgram`: a vectorised function from the feature
+matrix ``[B, F]`` (see ``ChannelAnalysis.features``) to one cost per row. Costs are
+polynomials of the features, so every program is a list of :class:`~pareco_fx.ir.Poly` plus a
+reduction (``sum`` of all terms, or ``max`` over nodes for peak-type costs such as memory).
 """
 from __future__ import annotations
 
 import inspect
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Literal, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Iterator, Mapping, Protocol, runtime_checkable
 
-import torch
 import torch.fx as fx
 import torch.nn as nn
 
 from pareco_fx.errors import CostModelError
 from pareco_fx.ir import META_PARAMS, META_SYM, META_VALUE, Poly, SymTensor
+from pareco_fx.cost_models.program import CostProgram
 
 __all__ = [
     "CostModel",
@@ -34,99 +32,6 @@ __all__ = [
     "sym_tensors",
     "target_name",
 ]
-
-Reduce = Literal["sum", "max"]
-
-
-class CostProgram:
-    """A compiled cost: ``program(feats) -> Tensor[B]``.
-
-    Holds ``N`` polynomials (one per graph node for ``max`` costs; one for ``sum`` costs, the
-    sum of every term) as dense tensors: a constant ``[N]``, a linear part ``[F, N]`` and, per
-    higher degree ``d``, the feature indices ``[T, d]``, coefficients ``[T]`` and target
-    columns ``[T]`` of its monomials.
-
-    Args:
-        polys: the polynomials, one per column.
-        num_features: F, the width of the feature matrices the program is evaluated on.
-        reduce: ``"sum"`` adds all polys into one; ``"max"`` takes the maximum over columns.
-        names: for ``max`` programs, the name of each column (a graph node), reported by
-            :meth:`peak_node`.
-    """
-
-    __slots__ = ("reduce", "names", "polys", "num_features", "_const", "_lin", "_higher")
-
-    def __init__(self, polys: Sequence[Poly], *, num_features: int, reduce: Reduce = "sum",
-                 names: Sequence[str] | None = None):
-        if reduce not in ("sum", "max"):
-            raise CostModelError(f"reduce must be 'sum' or 'max', not {reduce!r}")
-        if reduce == "sum":
-            polys, names = [sum(polys, Poly())], None
-        elif names is None or len(names) != len(polys):
-            raise CostModelError("a 'max' program needs one name per polynomial (the node it measures)")
-        used = max((f for p in polys for f in p.features()), default=-1)
-        if used >= num_features:
-            raise CostModelError(f"a polynomial uses feature {used} but the analysis has {num_features}")
-        self.reduce: Reduce = reduce
-        self.names: tuple[str, ...] | None = tuple(names) if names is not None else None
-        self.polys: tuple[Poly, ...] = tuple(polys)
-        self.num_features = num_features
-        n = len(self.polys)
-        self._const = torch.zeros(n, dtype=torch.float64)
-        self._lin = torch.zeros(num_features, n, dtype=torch.float64)
-        higher: dict[int, tuple[list[tuple[int, ...]], list[float], list[int]]] = {}
-        for col, p in enumerate(self.polys):
-            for mono, c in p.terms.items():
-                if not mono:
-                    self._const[col] += c
-                elif len(mono) == 1:
-                    self._lin[mono[0], col] += c
-                else:
-                    idx, coef, cols = higher.setdefault(len(mono), ([], [], []))
-                    idx.append(mono)
-                    coef.append(c)
-                    cols.append(col)
-        self._higher = tuple(
-            (torch.tensor(idx, dtype=torch.long), torch.tensor(coef, dtype=torch.float64),
-             torch.tensor(cols, dtype=torch.long))
-            for _, (idx, coef, cols) in sorted(higher.items()))
-
-    def columns(self, feats: torch.Tensor) -> torch.Tensor:
-        """Every polynomial on every row: ``[B, F] -> [B, N]``."""
-        if feats.dim() != 2 or feats.shape[1] != self.num_features:
-            raise CostModelError(
-                f"expected a feature matrix [B, {self.num_features}], got {tuple(feats.shape)}; "
-                "pass analysis.features(W)")
-        lin = self._lin.to(feats)
-        out = torch.addmm(self._const.to(feats), feats, lin) if lin.shape[1] else feats.new_zeros(len(feats), 0)
-        for idx, coef, cols in self._higher:
-            gathered = feats[:, idx]                       # [B, T, d]
-            terms = gathered.prod(dim=-1) * coef.to(feats)  # [B, T]
-            out.index_add_(1, cols.to(feats.device), terms)
-        return out
-
-    def __call__(self, feats: torch.Tensor) -> torch.Tensor:
-        """The cost of every row of the feature matrix: ``[B, F] -> [B]``."""
-        cols = self.columns(feats)
-        if self.reduce == "sum":
-            return cols[:, 0]
-        if cols.shape[1] == 0:
-            return cols.new_zeros(len(cols))
-        return cols.max(dim=1).values
-
-    def peak_node(self, feats: torch.Tensor) -> list[str] | None:
-        """For ``max`` programs, the node where each row's maximum sits (first in execution
-        order on ties); None for ``sum`` programs."""
-        if self.reduce == "sum" or self.names is None:
-            return None
-        cols = self.columns(feats)
-        if cols.shape[1] == 0:
-            return [""] * len(cols)
-        return [self.names[i] for i in cols.argmax(dim=1).tolist()]
-
-    def __repr__(self) -> str:
-        return f"CostProgram(reduce={self.reduce!r}, columns={len(self.polys)}, features={self.num_features})"
-
 
 @runtime_checkable
 class CostModel(Protocol):

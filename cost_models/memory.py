@@ -8,18 +8,21 @@ split/chunk pieces) share one storage, whose active size is the symbolic size of
 that fills it. The inputs count; ``get_attr`` values are parameters or buffers, not
 activations; the output node adds nothing. Each node's footprint is a Poly of the features,
 and the program takes the maximum over nodes per row, so the peak may move with the widths.
+Nodes that can never hold the peak while the widths stay in ``[min_width, 1]`` are skipped for
+such batches (see :mod:`~pareco_fx.cost_models.program`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 import torch.fx as fx
 
 from pareco_fx.ir import META_PARAM_NUMEL, META_SYM, Poly, SymTensor
 from pareco_fx.cost_models.base import CostProgram, sym_tensors
 
-__all__ = ["NodeMemory", "liveness", "Memory"]
+__all__ = ["NodeMemory", "liveness", "width_box", "Memory"]
 
 _NOT_ACTIVATIONS = ("get_attr", "output")
 
@@ -104,10 +107,21 @@ def liveness(analysis: Any) -> list[NodeMemory]:
     return out
 
 
+def width_box(analysis: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Features of the smallest (every group at ``analysis.min_width``) and the full widths:
+    the box the optimiser samples in, or None when the analysis does not say its min width."""
+    min_width = getattr(analysis, "min_width", None)
+    if min_width is None:
+        return None
+    G = len(analysis.groups)
+    lo, hi = analysis.features(torch.tensor([[float(min_width)] * G, [1.0] * G], dtype=torch.float64))
+    return lo, hi
+
+
 class Memory:
     """The ``memory`` cost model: max over nodes of :func:`liveness` totals."""
 
     def compile(self, analysis: Any) -> CostProgram:
         terms = liveness(analysis)
         return CostProgram([t.total for t in terms], num_features=analysis.num_features, reduce="max",
-                           names=[t.node for t in terms])
+                           names=[t.node for t in terms], box=width_box(analysis))

@@ -22,6 +22,7 @@ import pareco_fx
 from pareco_fx import cost_models
 from pareco_fx.cost_models import CostProgram, liveness
 from pareco_fx.cost_models.flops import node_macs
+from pareco_fx.cost_models.memory import width_box
 from pareco_fx.ir import Poly
 
 INT8_BYTES = 1
@@ -31,7 +32,7 @@ def sram_int8(analysis) -> CostProgram:
     """Peak int8 activation bytes over the execution order (weights stay in flash)."""
     terms = liveness(analysis)
     return CostProgram([t.activations * INT8_BYTES for t in terms], num_features=analysis.num_features,
-                       reduce="max", names=[t.node for t in terms])
+                       reduce="max", names=[t.node for t in terms], box=width_box(analysis))
 
 
 # Milliseconds per million MACs on the target, by layer kind (made-up numbers for the example:

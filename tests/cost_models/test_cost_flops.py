@@ -16,7 +16,6 @@ import torch.nn.functional as F
 import torchvision
 
 import pareco_fx
-from pareco_fx import cost_models
 from pareco_fx.cost_models import flops
 from pareco_fx.errors import CostModelError
 from cost_measure import counted_macs

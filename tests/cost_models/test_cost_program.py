@@ -42,13 +42,46 @@ def test_max_program_ties_resolve_to_the_first_node():
     assert prog.peak_node(_feats([[2, 1]])) == ["first"]
 
 
-def test_columns_match_poly_evaluate_on_random_features():
+def test_programs_match_poly_evaluate_on_random_features():
     gen = torch.Generator().manual_seed(0)
-    polys = [Poly.const(float(i)) + (i + 1) * x0 * x1 + x2 * (i % 3) + x0 * x1 * x2 for i in range(40)]
-    prog = CostProgram(polys, num_features=3, reduce="max", names=[str(i) for i in range(40)])
+    polys = [Poly.const(float(i)) + (i + 1) * x0 * x1 + x2 * (i % 3) + x0 * x1 * x2 + (i % 5) * x2 * x2
+             for i in range(40)]
     F = torch.rand(64, 3, generator=gen, dtype=torch.float64) * 100
-    expect = torch.stack([p.evaluate(F) for p in polys], dim=1)
-    torch.testing.assert_close(prog.columns(F), expect, rtol=1e-12, atol=0)
+    every = torch.stack([p.evaluate(F) for p in polys], dim=1)
+    peak = CostProgram(polys, num_features=3, reduce="max", names=[str(i) for i in range(40)])
+    torch.testing.assert_close(peak(F), every.max(dim=1).values, rtol=1e-12, atol=0)
+    assert peak.peak_node(F) == [str(i) for i in every.argmax(dim=1).tolist()]
+    total = CostProgram(polys, num_features=3)
+    torch.testing.assert_close(total(F), every.sum(dim=1), rtol=1e-12, atol=0)
+
+
+def test_max_program_drops_dominated_columns_only():
+    # b <= a coefficient-wise (dropped), c ties a (dropped: a comes first), d is largest only
+    # when x1 is large (kept).
+    a, b, c, d = 2 * x0 + 3, x0 + 3, 2 * x0 + 3, 10 * x1
+    prog = CostProgram([a, b, c, d], num_features=2, reduce="max", names=["a", "b", "c", "d"])
+    assert "columns=2/4" in repr(prog)
+    F = _feats([[5, 0], [1, 3]])
+    assert prog(F).tolist() == [13, 30] and prog.peak_node(F) == ["a", "d"]
+
+
+def test_box_pruned_columns_give_the_exact_peak_inside_and_outside_the_box():
+    # a = 10·x0 + x1, b = x0·x1, c = 50 each can be the peak in the box x0, x1 in [4, 8]
+    # (a in [44, 88], b in [16, 64]).
+    gen = torch.Generator().manual_seed(1)
+    polys = [10 * x0 + x1, x0 * x1, Poly.const(50), x0 + x1, 2 * x0 + 5 + 0 * x1]
+    names = ["a", "b", "c", "d", "e"]
+    box = (torch.tensor([4.0, 4.0]), torch.tensor([8.0, 8.0]))
+    prog = CostProgram(polys, num_features=2, reduce="max", names=names, box=box)
+    # d = x0 + x1 <= a everywhere (coefficients); e = 2·x0 + 5 <= a = 10·x0 + x1 inside the box
+    # (interval bound of a - e: 8·4 + 4 - 5 >= 0) but not for all features: dropped only there.
+    assert "columns=4/5, in box 3" in repr(prog)
+    inside = torch.rand(256, 2, generator=gen, dtype=torch.float64) * 4 + 4
+    outside = torch.rand(256, 2, generator=gen, dtype=torch.float64) * 20
+    for F in (inside, outside):
+        every = torch.stack([p.evaluate(F) for p in polys], dim=1)
+        assert torch.equal(prog(F), every.max(dim=1).values)
+        assert prog.peak_node(F) == [names[i] for i in every.argmax(dim=1).tolist()]
 
 
 def test_program_keeps_float32_inputs_in_their_dtype():

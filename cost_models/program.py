@@ -1,0 +1,182 @@
+"""The compiled, vectorised form of a cost: polynomials of the features as dense tensors.
+
+Every monomial of degree >= 2 becomes a product column of the features, so all polynomials of
+a program evaluate in one matrix product ``[B, F + U] @ [F + U, N]``; a sum's degree-2 part is
+instead a quadratic form ``rowsum((feats @ Q) * feats)``, which touches only ``[B, F]``
+tensors. A ``max`` program (memory: one polynomial per graph node) drops every polynomial that
+another one is never below:
+
+* coefficient by coefficient, which holds for any features (they are counts, never negative);
+* over a box of features (``box=(lo, hi)``, e.g. the features of the smallest and the largest
+  width vectors the optimiser samples), decided by interval arithmetic: usually far fewer
+  columns. That set is used for batches whose rows all lie in the box (checked per call) and
+  the first one otherwise, so the result is exact for every input.
+"""
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+
+from pareco_fx.errors import CostModelError
+from pareco_fx.ir import Monomial, Poly
+
+__all__ = ["CostProgram"]
+
+Reduce = Literal["sum", "max"]
+
+
+class _Columns:
+    """A set of polynomials compiled to tensors: ``feats [B, F] -> [B, N]``."""
+
+    def __init__(self, polys: Sequence[Poly], num_features: int, quadratic_form: bool):
+        quadratic = quadratic_form and any(len(m) == 2 for p in polys for m in p.terms)
+        products = sorted({m for p in polys for m in p.terms if len(m) > 2 or len(m) == 2 and not quadratic},
+                          key=lambda m: (len(m), m))
+        depth = max((len(m) for m in products), default=0)
+        # One index column per factor position; lower degrees point at an extra ones column.
+        padded = [m + (num_features,) * (depth - len(m)) for m in products]
+        self.factors = [torch.tensor(col, dtype=torch.long) for col in zip(*padded)]
+        self.mixed = len({len(m) for m in products}) > 1
+        self.num_features = num_features
+        row = {(f,): f for f in range(num_features)}
+        row.update({m: num_features + i for i, m in enumerate(products)})
+        self.const = torch.zeros(len(polys), dtype=torch.float64)
+        self.weights = torch.zeros(num_features + len(products), len(polys), dtype=torch.float64)
+        self.quadratic = torch.zeros(num_features, num_features, dtype=torch.float64) if quadratic else None
+        for col, p in enumerate(polys):
+            for mono, c in p.terms.items():
+                if not mono:
+                    self.const[col] += c
+                elif mono in row:
+                    self.weights[row[mono], col] += c
+                else:
+                    self.quadratic[mono] += c
+
+    def __call__(self, feats: torch.Tensor) -> torch.Tensor:
+        weights = self.weights.to(feats)
+        out = torch.addmm(self.const.to(feats), feats, weights[:self.num_features])
+        if self.factors:
+            base = torch.cat([feats, feats.new_ones(len(feats), 1)], 1) if self.mixed else feats
+            prod = base.index_select(1, self.factors[0].to(feats.device))
+            for idx in self.factors[1:]:
+                prod = prod * base.index_select(1, idx.to(feats.device))
+            out.addmm_(prod, weights[self.num_features:])
+        if self.quadratic is not None:
+            out += (feats @ self.quadratic.to(feats) * feats).sum(dim=1, keepdim=True)
+        return out
+
+
+class CostProgram:
+    """A compiled cost: ``program(feats) -> Tensor[B]``.
+
+    Args:
+        polys: the polynomials, one per column.
+        num_features: F, the width of the feature matrices the program is evaluated on.
+        reduce: ``"sum"`` adds all polys into one; ``"max"`` takes the maximum over columns.
+        names: for ``max`` programs, the name of each column (a graph node), reported by
+            :meth:`peak_node`.
+        box: for ``max`` programs, ``(lo, hi)`` feature vectors ``[F]`` bounding the usual
+            inputs; columns never above another inside the box are skipped for such inputs.
+    """
+
+    __slots__ = ("reduce", "names", "polys", "num_features", "_kept", "_columns", "_box", "_box_kept",
+                 "_box_columns")
+
+    def __init__(self, polys: Sequence[Poly], *, num_features: int, reduce: Reduce = "sum",
+                 names: Sequence[str] | None = None,
+                 box: tuple[torch.Tensor, torch.Tensor] | None = None):
+        if reduce not in ("sum", "max"):
+            raise CostModelError(f"reduce must be 'sum' or 'max', not {reduce!r}")
+        if reduce == "sum":
+            polys, names = [sum(polys, Poly())], None
+        elif names is None or len(names) != len(polys):
+            raise CostModelError("a 'max' program needs one name per polynomial (the node it measures)")
+        used = max((f for p in polys for f in p.features()), default=-1)
+        if used >= num_features:
+            raise CostModelError(f"a polynomial uses feature {used} but the analysis has {num_features}")
+        self.reduce: Reduce = reduce
+        self.names: tuple[str, ...] | None = tuple(names) if names is not None else None
+        self.polys: tuple[Poly, ...] = tuple(polys)
+        self.num_features = num_features
+        self._kept = _undominated(self.polys) if reduce == "max" else [0]
+        self._columns = _Columns([self.polys[i] for i in self._kept], num_features, reduce == "sum")
+        self._box = None
+        if box is not None and reduce == "max":
+            lo, hi = (torch.as_tensor(b, dtype=torch.float64).reshape(num_features) for b in box)
+            self._box = (torch.minimum(lo, hi), torch.maximum(lo, hi))
+            self._box_kept = [self._kept[i] for i in _undominated([self.polys[i] for i in self._kept], self._box)]
+            self._box_columns = _Columns([self.polys[i] for i in self._box_kept], num_features, False)
+
+    def _evaluate(self, feats: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+        """(values of the columns that matter for these rows ``[B, n]``, their indices)."""
+        if feats.dim() != 2 or feats.shape[1] != self.num_features:
+            raise CostModelError(
+                f"expected a feature matrix [B, {self.num_features}], got {tuple(feats.shape)}; "
+                "pass analysis.features(W)")
+        if self._box is not None:
+            lo, hi = (b.to(feats) for b in self._box)
+            if bool(((feats >= lo) & (feats <= hi)).all()):
+                return self._box_columns(feats), self._box_kept
+        return self._columns(feats), self._kept
+
+    def __call__(self, feats: torch.Tensor) -> torch.Tensor:
+        """The cost of every row of the feature matrix: ``[B, F] -> [B]``."""
+        cols, _ = self._evaluate(feats)
+        if self.reduce == "sum":
+            return cols[:, 0]
+        return cols.amax(dim=1) if cols.shape[1] else cols.new_zeros(len(cols))
+
+    def peak_node(self, feats: torch.Tensor) -> list[str] | None:
+        """For ``max`` programs, the node where each row's maximum sits (the first of the
+        columns evaluated on ties); None for ``sum`` programs."""
+        if self.reduce == "sum" or self.names is None:
+            return None
+        cols, kept = self._evaluate(feats)
+        if cols.shape[1] == 0:
+            return [""] * len(cols)
+        return [self.names[kept[i]] for i in cols.argmax(dim=1).tolist()]
+
+    def __repr__(self) -> str:
+        boxed = f", in box {len(self._box_kept)}" if self._box is not None else ""
+        return (f"CostProgram(reduce={self.reduce!r}, columns={len(self._kept)}/{len(self.polys)}{boxed}, "
+                f"features={self.num_features})")
+
+
+def _monomial_values(monos: list[Monomial], feats: torch.Tensor) -> torch.Tensor:
+    return torch.stack([feats[list(m)].prod() if m else feats.new_ones(()) for m in monos])
+
+
+def _undominated(polys: Sequence[Poly], box: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[int]:
+    """Indices, in order, of the polynomials no other one beats: ``k`` beats ``j`` if
+    ``k - j >= 0`` for all non-negative features (every coefficient >= 0) or, with a box, for
+    all features in it (interval lower bound >= 0); of equal polynomials the first one stays."""
+    monos = sorted({m for p in polys for m in p.terms})
+    if not polys or not monos:
+        return list(range(min(1, len(polys))))
+    at = {m: i for i, m in enumerate(monos)}
+    coef = torch.zeros(len(polys), len(monos), dtype=torch.float64)
+    for j, p in enumerate(polys):
+        for m, c in p.terms.items():
+            coef[j, at[m]] = c
+    if box is not None:
+        low, high = (_monomial_values(monos, b) for b in box)
+
+    def never_below(diff: torch.Tensor) -> torch.Tensor:  # per row: diff >= 0 on the domain
+        if box is None:
+            return (diff >= 0).all(dim=1)
+        # features >= 0: a monomial's range over the box is [its value at lo, its value at hi]
+        return torch.where(diff > 0, diff * low, diff * high).sum(dim=1) >= 0
+
+    earlier = torch.arange(len(polys))
+    kept = []
+    for j in range(len(polys)):
+        diff = coef - coef[j]
+        above, below = never_below(diff), never_below(-diff)
+        # k beats j: never below it, and either somewhere above it or equal and earlier. This
+        # is a strict order (the interval test is transitive), so every dropped polynomial is
+        # beaten by a kept one.
+        if bool((above & (~below | (earlier < j))).any()):
+            continue
+        kept.append(j)
+    return kept
