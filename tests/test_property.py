@@ -15,6 +15,13 @@ from invariants import check_invariants
 
 # name -> architecture that once broke an invariant (from fuzz.json or a hypothesis report)
 REGRESSIONS: dict[str, Arch] = {
+    # fuzz seed 96, shrunk: a one-channel tensor flattened into the head ("did not settle")
+    "one_channel_flatten": Arch(3, 4, (Op("conv", (0,), (1, 1, 1)),), True, 0, 3),
+    # fuzz seeds 23/36, shrunk: a split into one-channel pieces ("did not settle")
+    "split_off_one_channel": Arch(3, 4, (Op("conv", (0,), (2, 3, 1)), Op("split", (1,), (1,))), False, 0, 10),
+    # fuzz seed 13, shrunk: a shuffle of a shuffle read an erased node (UnboundLocalError)
+    "double_shuffle": Arch(3, 8, (Op("conv", (0,), (12, 1, 1)), Op("shuffle", (1,), (3,)),
+                                  Op("shuffle", (2,), (3,))), False, 0, 10),
     # the input chain of a ShuffleNet unit: split, branch, cat, shuffle, then split again
     "split_cat_shuffle_split": Arch(3, 8, (
         Op("conv", (0,), (8, 3, 1)), Op("split", (1,), (4,)), Op("conv", (3,), (4, 1, 1)),
