@@ -33,6 +33,7 @@ __all__ = [
     "target_name",
 ]
 
+
 @runtime_checkable
 class CostModel(Protocol):
     """What :func:`register` accepts besides a plain function: an object with ``compile``."""
@@ -243,14 +244,12 @@ class OpRegistry:
                 return None
         return None
 
-    def __contains__(self, target: Target) -> bool:
-        return target in self._table
-
 
 def target_name(t: Target) -> str:
     """How to write a registry key in code: ``torch.conv2d``, ``operator.matmul``, ``'matmul'``."""
     if isinstance(t, str):
         return repr(t)
-    module = {"_operator": "operator"}.get(getattr(t, "__module__", None) or "", t.__module__ or "")
+    module = getattr(t, "__module__", None) or ""
+    module = "operator" if module == "_operator" else module
     name = getattr(t, "__qualname__" if isinstance(t, type) else "__name__", None) or repr(t)
     return f"{module}.{name}" if module else name

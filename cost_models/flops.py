@@ -268,19 +268,14 @@ def node_macs(analysis: Any) -> dict[str, Poly]:
         if counted == 0:
             continue
         if _depends_on_widths(n, probe):
+            target = type(gm.get_submodule(n.target)) if n.op == "call_module" else n.target
             raise CostModelError(
                 f"cost 'flops': no FLOP formula for {n.format_node()}, which does {counted:g} MACs at full "
                 "width on shapes that depend on the widths; register one with "
-                f"@pareco_fx.cost_models.flops.flop_formula({_target_repr(n)})")
+                f"@pareco_fx.cost_models.flop_formula({target_name(target)})")
         macs[n.name] = Poly.const(counted)
     order = {n.name: i for i, n in enumerate(gm.graph.nodes)}
     return dict(sorted(macs.items(), key=lambda kv: order[kv[0]]))
-
-
-def _target_repr(n: fx.Node) -> str:
-    if n.op == "call_module":
-        return target_name(type(n.graph.owning_module.get_submodule(n.target)))
-    return target_name(n.target)
 
 
 class Flops:

@@ -13,6 +13,7 @@ such batches (see :mod:`~pareco_fx.cost_models.program`).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,10 +59,7 @@ def _storage_size(full: int, values: list[SymTensor]) -> Poly:
 
 
 def _full_numel(t: SymTensor) -> int:
-    n = 1
-    for d in t.shape:
-        n *= d
-    return n
+    return math.prod(t.shape)
 
 
 def liveness(analysis: Any) -> list[NodeMemory]:
@@ -107,10 +105,11 @@ def liveness(analysis: Any) -> list[NodeMemory]:
     return out
 
 
-def width_box(analysis: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Features of the smallest (every group at ``analysis.min_width``) and the full widths:
-    the box the optimiser samples in, or None when the analysis does not say its min width."""
-    min_width = getattr(analysis, "min_width", None)
+def width_box(analysis: Any, min_width: float | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Features of the smallest (every group at ``min_width``, by default
+    ``analysis.min_width``) and the full widths: the box the optimiser samples in, or None
+    when no min width is known."""
+    min_width = getattr(analysis, "min_width", None) if min_width is None else min_width
     if min_width is None:
         return None
     G = len(analysis.groups)

@@ -8,7 +8,7 @@ For each width vector ``w`` and ``sub = slim.extract(w)`` at batch size 1:
   the memory of ``sub`` re-analysed at full width, and bracketed by the eager storage peaks
   (``cost_measure.assert_memory_bracketed`` gives the reasoning); models whose leaves run
   several aten ops (attention, untraceable submodules) skip that bracket;
-* ``cost_batch`` equals ``cost`` row by row.
+* ``cost_batch`` equals ``cost`` row by row; bad names and widths are rejected.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import torch.nn as nn
 import torchvision
 
 import pareco_fx
+from pareco_fx.errors import CostModelError, WidthError
 from cost_measure import ORACLE, assert_memory_bracketed, counted_macs
 from invariants import trial_widths
 from scenarios import SCENARIOS
@@ -95,3 +96,18 @@ def test_costs_on_torchvision_subset(name: str) -> None:
 def test_costs_on_torchvision_zoo(name: str) -> None:
     model, inputs = _zoo_case(name)
     check_costs(model, inputs, eager=not name.startswith(ATTENTION))
+
+
+def test_cost_rejects_bad_input() -> None:
+    scenario = SCENARIOS["residual_add"]
+    slim = pareco_fx.make_slimmable(scenario.factory().eval(), scenario.inputs())
+    G = len(slim.groups)
+    with pytest.raises(CostModelError, match="available: .*flops, memory, params"):
+        slim.cost("latency", 1.0)
+    with pytest.raises(WidthError, match=f"{G}"):
+        slim.cost_batch("flops", torch.ones(3, G + 1))
+    for bad in (float("nan"), 1.5, -0.2):
+        W = torch.ones(2, G)
+        W[1, 0] = bad
+        with pytest.raises(WidthError, match="group 0"):
+            slim.cost_batch("memory", W)

@@ -13,6 +13,7 @@ import torch.nn as nn
 
 import pareco_fx
 from pareco_fx import cost_models
+from pareco_fx.cost_models import CostProgram, liveness, width_box
 from cost_measure import assert_memory_bracketed, oracle_peak
 
 
@@ -186,3 +187,26 @@ def test_memory_of_extract_reanalysed_at_full_width_is_the_same():
         sub = slim.extract(w)
         again = pareco_fx.make_slimmable(sub, _image(4), min_width=0.25)
         assert again.cost("memory", 1.0) == slim.cost("memory", w)
+
+
+def test_width_box_pruning_keeps_memory_exact_on_a_real_graph():
+    # The program evaluates only the nodes that can hold the peak for widths in
+    # [min_width, 1]; rows outside that box fall back to every undominated node.
+    import torchvision
+
+    torch.manual_seed(0)
+    slim = pareco_fx.make_slimmable(torchvision.models.mobilenet_v2().eval(), (torch.randn(2, 3, 32, 32),))
+    terms = liveness(slim.analysis)
+    polys, names = [t.total for t in terms], [t.node for t in terms]
+    F = slim.analysis.num_features
+    boxed = CostProgram(polys, num_features=F, reduce="max", names=names, box=width_box(slim.analysis, 0.42))
+    plain = CostProgram(polys, num_features=F, reduce="max", names=names)
+    assert len(boxed._box_kept) < len(plain._kept)  # fewer nodes to evaluate inside the box
+    gen = torch.Generator().manual_seed(0)
+    G = len(slim.groups)
+    for low in (0.42, 0.05):  # inside the box, then partly below it
+        feats = slim.analysis.features(low + (1 - low) * torch.rand(64, G, generator=gen, dtype=torch.float64))
+        every = torch.stack([p.evaluate(feats) for p in polys], dim=1)
+        assert torch.equal(boxed(feats), every.max(dim=1).values)
+        assert torch.equal(plain(feats), every.max(dim=1).values)
+        assert boxed.peak_node(feats) == plain.peak_node(feats)
