@@ -7,8 +7,8 @@ Per classification model of ``torchvision.models.list_models``: the invariant ch
 the resolution of its smallest torchvision weights and batch 1, the analysis time
 (``make_slimmable``: trace + groups + costs + rewrite) and ``slim.cost("flops")`` at full width
 next to the weights' ``_ops`` metadata (GFLOPS in torchvision's tables, which count
-multiply-accumulates). Each model runs in its own process so one crash or memory spike
-costs only that row.
+multiply-accumulates). Each model runs in its own interpreter, so a crash or an out-of-memory
+kill costs only its row; the tables are rewritten after every model.
 """
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ import os
 import platform
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torchvision
@@ -27,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import pareco_fx  # noqa: E402
-from test_zoo import ALL, check_zoo_model, min_share, zoo_inputs, zoo_model  # noqa: E402
+from test_zoo import ALL, check_zoo_model, input_size, min_share, zoo_inputs, zoo_model  # noqa: E402
 
 
 def native(name: str) -> tuple[int, float | None]:
@@ -78,7 +79,7 @@ def _reasons(frozen: list[dict]) -> str:
     return "; ".join(f"{n}x {r}" if n > 1 else r for r, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-def write_markdown(rows: list[dict], path: str, wall: float) -> None:
+def write_markdown(rows: list[dict], path: str, wall: float, load: float) -> None:
     ok = sum(r["status"] == "ok" for r in rows)
     target = [r for r in rows if r["min_share"] > 0]
     share_ok = sum(r.get("share", 0) >= r["min_share"] for r in target)
@@ -86,7 +87,8 @@ def write_markdown(rows: list[dict], path: str, wall: float) -> None:
         "# torchvision zoo sweep",
         "",
         f"`benchmarks/zoo.py` on torch {torch.__version__}, torchvision {torchvision.__version__}, "
-        f"{os.cpu_count()} CPU cores, {wall / 60:.0f} min. Invariants 1, 2 and 4 at min/random/max widths plus "
+        f"{os.cpu_count()} CPU cores (load average {load:.1f} at the start: times are wall-clock on a "
+        f"shared machine), {wall / 60:.0f} min. Invariants 1, 2 and 4 at min/random/max widths plus "
         "a backward pass on small inputs (`input`); analysis time and full-width MACs at batch 1 and the "
         "input of the model's smallest torchvision weights (`native`).",
         "",
@@ -107,31 +109,49 @@ def write_markdown(rows: list[dict], path: str, wall: float) -> None:
         f.write("\n".join(lines) + "\n")
 
 
+def _in_subprocess(name: str) -> dict:
+    """``sweep_one(name)`` in a fresh interpreter: a crash or an out-of-memory kill costs one row."""
+    proc = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True)
+    last = proc.stdout.strip().splitlines()[-1:] if proc.stdout.strip() else []
+    if proc.returncode == 0 and last and last[0].startswith("{"):
+        return json.loads(last[0])
+    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]
+    return {"model": name, "input": input_size(name), "min_share": min_share(name), "native_input": "",
+            "status": f"FAIL process exit {proc.returncode}: {tail}"}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("names", nargs="*", help="models (default: all)")
-    ap.add_argument("--jobs", type=int, default=1, help="models in parallel (memory: the largest take ~10 GB)")
+    ap.add_argument("--jobs", type=int, default=1, help="models in parallel (memory: the largest take ~15 GB)")
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "zoo"))
+    ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: sweep one model, print its row as JSON
     args = ap.parse_args()
+    if args.one:
+        print(json.dumps(sweep_one(args.one)))
+        return 0
     names = args.names or list(ALL)
     os.environ["ZOO_JOBS"] = str(args.jobs)
-    t0 = time.time()
-    rows = []
-    # a fresh process per model: a crash or a memory spike costs only its row
-    with ProcessPoolExecutor(args.jobs, max_tasks_per_child=1) as pool:
-        for row in pool.map(sweep_one, names):
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    t0, load = time.time(), os.getloadavg()[0]
+    rows: list[dict] = []
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for row in pool.map(_in_subprocess, names):
             rows.append(row)
             print(f"{row['model']}: {row['status']} groups={row.get('groups')} share={row.get('share')} "
                   f"analysis={row.get('analysis_s')}s gmacs={row.get('gmacs')} tv={row.get('tv_gmacs')}", flush=True)
-    wall = time.time() - t0
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out + ".json", "w") as f:
-        json.dump({"torch": torch.__version__, "torchvision": torchvision.__version__,
-                   "python": platform.python_version(), "seconds": round(wall), "models": rows}, f, indent=1)
-    write_markdown(rows, args.out + ".md", wall)
+            write(rows, args.out, time.time() - t0, load)  # after every model: a long sweep keeps its rows
     failed = [r["model"] for r in rows if r["status"] != "ok"]
     print(f"zoo: {len(rows) - len(failed)}/{len(rows)} pass{'; failed: ' + ', '.join(failed) if failed else ''}")
     return 1 if failed else 0
+
+
+def write(rows: list[dict], out: str, wall: float, load: float) -> None:
+    with open(out + ".json", "w") as f:
+        json.dump({"torch": torch.__version__, "torchvision": torchvision.__version__,
+                   "python": platform.python_version(), "seconds": round(wall), "load_at_start": load,
+                   "models": rows}, f, indent=1)
+    write_markdown(rows, out + ".md", wall, load)
 
 
 if __name__ == "__main__":
