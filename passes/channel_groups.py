@@ -23,7 +23,7 @@ from pareco_fx.errors import AnalysisError
 from pareco_fx.ir import META_LAYOUT, META_VALUE, ChannelGroup, Poly
 from pareco_fx.passes.grouping import units_and_groups
 from pareco_fx.passes.labels import (
-    FIXED, META_GATHER, META_KIND, META_LAYER, Layout, leaves, map_layouts, varying_axes,
+    FIXED, LABEL_DTYPE, META_GATHER, META_KIND, META_LAYER, Layout, leaves, map_layouts, varying_axes,
 )
 from pareco_fx.passes.rules import KIND, rule_for
 from pareco_fx.passes.symbolic import annotate
@@ -194,7 +194,7 @@ class _Propagator:
         self.fused: set[fx.Node] = set()
 
     def new_atom(self, n: int, node: fx.Node, real: bool) -> torch.Tensor:
-        ids = torch.arange(self.next_id, self.next_id + n, dtype=torch.int64)
+        ids = torch.arange(self.next_id, self.next_id + n, dtype=LABEL_DTYPE)
         self.atoms.append((self.next_id, n, node.target if node.op == "call_module" else node.name, real))
         self.next_id += n
         return ids

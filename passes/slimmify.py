@@ -428,7 +428,7 @@ def _test_units(an: ChannelAnalysis, seed: int = 0) -> list[np.ndarray]:
     U = np.array([g.units for g in an.groups], dtype=np.int64)
     slim = np.array([g.slimmable for g in an.groups], dtype=bool)
     rng = np.random.default_rng(seed)
-    cands = [np.ones_like(U), rng.integers(1, U + 1), np.maximum(1, U // 2), rng.integers(1, U + 1)]
+    cands = [np.ones_like(U), rng.integers(1, U + 1), np.maximum(1, U // 2)]
     return [np.where(slim, c, U) for c in cands]
 
 

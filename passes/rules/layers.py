@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pareco_fx.passes.labels import FIXED, Layout
+from pareco_fx.passes.labels import FIXED, LABEL_DTYPE, Layout
 from pareco_fx.passes.rules import register_rule
 
 __all__ = ["tie_blocks"]
@@ -22,7 +22,7 @@ def _input_vec(ctx, lay: Layout | None, axis: int, size: int) -> torch.Tensor:
         return lay.vec
     if isinstance(lay, Layout) and lay.labeled:
         ctx.freeze(lay, f"boundary: {ctx.where} reads channels along another axis")
-    return torch.full((size,), FIXED, dtype=torch.int64)
+    return torch.full((size,), FIXED, dtype=LABEL_DTYPE)
 
 
 def tie_blocks(ctx, vecs: list[torch.Tensor], groups: int, why: str) -> None:
@@ -54,8 +54,8 @@ def _linear(ctx) -> Layout | None:
     out_shape = ctx.out_shape()
     if isinstance(lay, Layout) and lay.axis is not None and lay.axis != lay.ndim - 1:
         # a linear over a non-channel axis: its features stay fixed, the channels pass through
-        ctx.set_layer(inp=torch.full((m.in_features,), FIXED, dtype=torch.int64),
-                      out=torch.full((m.out_features,), FIXED, dtype=torch.int64))
+        ctx.set_layer(inp=torch.full((m.in_features,), FIXED, dtype=LABEL_DTYPE),
+                      out=torch.full((m.out_features,), FIXED, dtype=LABEL_DTYPE))
         return Layout.along(out_shape, lay.axis, lay.vec)
     inp = ctx.shared_vec(_input_vec(ctx, lay, -1, m.in_features), "in")
     out = ctx.module_atom(m.out_features)

@@ -14,7 +14,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pareco_fx.passes.labels import Layout
+from pareco_fx.passes.labels import LABEL_DTYPE, Layout
 from pareco_fx.passes.rules import register_rule
 
 __all__ = ["movement", "channelwise", "getitem"]
@@ -49,7 +49,7 @@ def movement(ctx) -> Any:
 
     def factor(t: Any) -> Any:
         if isinstance(t, torch.Tensor):
-            return ctx.factor(t, tie=False) if t.dtype == torch.int64 else Layout.fixed(tuple(t.shape))
+            return ctx.factor(t, tie=False) if t.dtype == LABEL_DTYPE else Layout.fixed(tuple(t.shape))
         return t
 
     return fx.node.map_aggregate(out, factor)
