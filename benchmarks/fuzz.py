@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 import traceback
@@ -25,6 +26,15 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import archgen  # noqa: E402
 from invariants import check_invariants  # noqa: E402
+
+
+def code_version() -> str:
+    """The checkout the results belong to (``git describe --always --dirty``)."""
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def run_one(seed: int, max_ops: int) -> dict | None:
@@ -59,7 +69,8 @@ def main() -> int:
     result = {
         "models": len(seeds), "passed": len(seeds) - len(failures), "failed": len(failures),
         "seeds": [seeds.start, seeds.stop - 1], "max_ops": args.max_ops, "seconds": round(wall, 1),
-        "torch": torch.__version__, "python": platform.python_version(), "failures": failures,
+        "torch": torch.__version__, "python": platform.python_version(), "code": code_version(),
+        "failures": failures,
     }
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:

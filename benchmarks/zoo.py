@@ -26,8 +26,10 @@ import torchvision
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import pareco_fx  # noqa: E402
+from fuzz import code_version  # noqa: E402
 from test_zoo import ALL, check_zoo_model, input_size, min_share, zoo_inputs, zoo_model  # noqa: E402
 
 
@@ -86,7 +88,7 @@ def write_markdown(rows: list[dict], path: str, wall: float, load: float) -> Non
     lines = [
         "# torchvision zoo sweep",
         "",
-        f"`benchmarks/zoo.py` on torch {torch.__version__}, torchvision {torchvision.__version__}, "
+        f"`benchmarks/zoo.py` at `{code_version()}` on torch {torch.__version__}, torchvision {torchvision.__version__}, "
         f"{os.cpu_count()} CPU cores (load average {load:.1f} at the start: times are wall-clock on a "
         f"shared machine), {wall / 60:.0f} min. Invariants 1, 2 and 4 at min/random/max widths plus "
         "a backward pass on small inputs (`input`); analysis time and full-width MACs at batch 1 and the "
@@ -148,7 +150,7 @@ def main() -> int:
 
 def write(rows: list[dict], out: str, wall: float, load: float) -> None:
     with open(out + ".json", "w") as f:
-        json.dump({"torch": torch.__version__, "torchvision": torchvision.__version__,
+        json.dump({"torch": torch.__version__, "torchvision": torchvision.__version__, "code": code_version(),
                    "python": platform.python_version(), "seconds": round(wall), "load_at_start": load,
                    "models": rows}, f, indent=1)
     write_markdown(rows, out + ".md", wall, load)
