@@ -825,7 +825,7 @@ SCENARIOS: dict[str, Scenario] = {
     "unknown_op_fft": Scenario(_fixture(UnknownFFT), _image(), Expect(
         slimmable_groups=1, slimmable=("b.bn",), frozen={"a.bn": "fft"})),
     "untraceable_submodule": Scenario(_fixture(UntraceableSubmodule), _image(), Expect(
-        slimmable_groups=1, slimmable=("b.bn",), frozen={"a.bn": ""})),
+        slimmable_groups=1, slimmable=("b.bn",), frozen={"a.bn": "gate"})),
     "conv1d": Scenario(_fixture(Conv1dNet), lambda: (torch.randn(2, 3, 16, generator=torch.Generator().manual_seed(1)),),
                        Expect(slimmable_groups=2, together=(("stem_bn", "bn2"),), apart=(("stem_bn", "bn1"),),
                               slimmable=("stem_bn", "bn1"), frozen={"fc": OUT})),
