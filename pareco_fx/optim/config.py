@@ -72,7 +72,7 @@ class TrainConfig:
     num_sampled: int = 2
     label_smoothing: float = 0.1
     seed: int = 0
-    num_width_vectors: int = 100
+    num_width_vectors: int = 50
     prior_points: int = 20
     ucb_beta: float = 0.1
     rho: float = 1e-6
@@ -82,7 +82,7 @@ class TrainConfig:
     pareto_aware: bool = False
     gp_max_points: int = 300
     search_candidates: int = 2048
-    recal_batches: int = 8
+    recal_batches: int = 4
     front_coverage: float = 0.9
     twostage_evals: int = 1000
     slim_eval_points: int = 40

@@ -105,8 +105,11 @@ def _index_batches(size: int, batch_size: int, seed: int) -> list[list[int]]:
     return [order[i: i + batch_size] for i in range(0, size - batch_size + 1, batch_size)]
 
 
-def _loader(data: Dataset, batches: Sequence[Sequence[int]], num_workers: int) -> DataLoader:
-    return DataLoader(data, batch_sampler=batches, num_workers=num_workers)  # type: ignore[arg-type]
+def _loader(data: Dataset, batches: Sequence[Sequence[int]], num_workers: int, seed: int) -> DataLoader:
+    # A loader draws its workers' base seed from its generator: an own one keeps the global RNG
+    # (dropout, augmentation) independent of where a resumed run re-creates the loader.
+    return DataLoader(data, batch_sampler=batches, num_workers=num_workers,  # type: ignore[arg-type]
+                      generator=torch.Generator().manual_seed(seed))
 
 
 def _eval_batches(data: Dataset | None, config: TrainConfig) -> list[tuple[Tensor, Tensor]] | None:
@@ -210,9 +213,9 @@ class _Trainer:
 
     # -- training ----------------------------------------------------------------------------
     def epoch_batches(self, epoch: int, offset: int) -> Iterator[tuple[Tensor, Tensor]]:
-        batches = _index_batches(len(self.train_data), self.config.batch_size,  # type: ignore[arg-type]
-                                 _seed(self.config.seed, _ORDER, epoch))[: self.steps_per_epoch]
-        return iter(_loader(self.train_data, batches[offset:], self.config.num_workers))
+        seed = _seed(self.config.seed, _ORDER, epoch)
+        batches = _index_batches(len(self.train_data), self.config.batch_size, seed)  # type: ignore[arg-type]
+        return iter(_loader(self.train_data, batches[offset: self.steps_per_epoch], self.config.num_workers, seed))
 
     def check(self, loss: Tensor, widths: Tensor) -> None:
         if not torch.isfinite(loss):
@@ -378,9 +381,9 @@ def _build_front(
     trainer: _Trainer, val_data: Dataset, test_data: Dataset | None, bars: TrainProgress
 ) -> tuple[History, tuple[FrontPoint, ...], tuple[FrontPoint, ...]]:
     config, slim, space = trainer.config, trainer.slim, trainer.space
-    recal_sets = _index_batches(len(trainer.train_data), config.batch_size,  # type: ignore[arg-type]
-                                _seed(config.seed, _RECAL, 0))[: config.recal_batches]
-    recal = list(_loader(trainer.train_data, recal_sets, config.num_workers))
+    seed = _seed(config.seed, _RECAL, 0)
+    recal_sets = _index_batches(len(trainer.train_data), config.batch_size, seed)  # type: ignore[arg-type]
+    recal = list(_loader(trainer.train_data, recal_sets[: config.recal_batches], config.num_workers, seed))
     val, test = _eval_batches(val_data, config), _eval_batches(test_data, config)
 
     def score(W: Tensor) -> Tensor:

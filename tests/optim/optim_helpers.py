@@ -15,7 +15,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 class TinyNet(nn.Module):
-    """Two strided conv-BN-ReLU layers, global pooling, a linear head."""
+    """Two strided conv-BN-ReLU layers, global pooling, dropout (global RNG use), a linear head."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -23,12 +23,13 @@ class TinyNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(8)
         self.conv2 = nn.Conv2d(8, 16, 3, 2, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(16)
+        self.drop = nn.Dropout(0.1)
         self.fc = nn.Linear(16, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.relu(self.bn1(self.conv1(x)))
         x = torch.relu(self.bn2(self.conv2(x)))
-        return self.fc(x.mean((2, 3)))
+        return self.fc(self.drop(x.mean((2, 3))))
 
 
 def tiny_slim(seed: int = 0) -> nn.Module:
