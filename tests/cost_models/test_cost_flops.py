@@ -160,7 +160,6 @@ def _check_published_ops(name: str) -> None:
     assert slim.cost("params", 1.0) == weights.meta["num_params"]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", list(_ops_cases(["resnet18", "mobilenet_v2"])))
 def test_full_width_flops_match_torchvision_ops(name):
     _check_published_ops(name)

@@ -28,7 +28,7 @@ from scenarios import SCENARIOS
 COSTS = ("flops", "params", "memory")
 MULTI_OP_LEAVES = {"mha_mlp", "untraceable_submodule"}  # scenarios: no eager bracket (see above)
 ATTENTION = ("vit", "swin", "maxvit")
-FAST_ZOO = ("resnet18", "mobilenet_v2", "squeezenet1_1")
+FAST_ZOO = ("resnet18", "mobilenet_v2", "squeezenet1_1", "mnasnet0_5")
 
 
 def check_costs(model: nn.Module, inputs: Sequence[torch.Tensor], *, eager: bool = True, reanalyse: bool = True,
@@ -51,9 +51,10 @@ def check_costs(model: nn.Module, inputs: Sequence[torch.Tensor], *, eager: bool
             assert again.cost("memory", 1.0) == pytest.approx(memory, rel=1e-9), f"memory vs re-analysed extract at {w}"
         if eager:
             assert_memory_bracketed(memory, sub, x1)
-    W = torch.tensor(widths)
-    for name in COSTS:
-        assert slim.cost_batch(name, W).tolist() == [slim.cost(name, w) for w in widths], name
+    W = torch.tensor(widths, dtype=torch.float64)  # float32 widths round 0.42·C down differently
+    for name in COSTS:  # equal up to float64 rounding (BLAS sums in a shape-dependent order)
+        batch = slim.cost_batch(name, W).tolist()
+        assert batch == pytest.approx([slim.cost(name, w) for w in widths], rel=1e-12), f"cost_batch {name}"
 
 
 # The channel analysis fails on these scenarios' extracted sub-networks at min width
@@ -84,7 +85,6 @@ def _zoo_case(name: str) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     return torchvision.models.get_model(name, weights=None), (torch.randn(2, 3, size, size),)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", FAST_ZOO)
 def test_costs_on_torchvision_subset(name: str) -> None:
     model, inputs = _zoo_case(name)
