@@ -1,6 +1,7 @@
 """The whole torchvision zoo sweep, written up as ``benchmarks/results/zoo.md`` (and ``zoo.json``).
 
 usage (from the checkout): .venv/bin/python benchmarks/zoo.py [NAME ...] [--jobs 1]
+(all models, cheapest first, when no NAME is given)
 
 Per classification model of ``torchvision.models.list_models``: the invariant checks of
 ``tests/test_zoo.py`` (min/random/max widths, backward, share target) on small inputs; then, at
@@ -100,7 +101,7 @@ def write_markdown(rows: list[dict], path: str, wall: float, load: float) -> Non
         "| model | status | input | groups | slimmable | share | native | analysis s | GMACs | tv _ops | ratio | frozen groups (why) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
+    for r in sorted(rows, key=lambda r: r["model"]):
         ratio = f"{r['gmacs'] / r['tv_gmacs']:.3f}" if r.get("gmacs") and r.get("tv_gmacs") else ""
         lines.append("| " + " | ".join(str(v) for v in (
             r["model"], r["status"].replace("|", "/"), r["input"], r.get("groups", ""), r.get("slimmable", ""),
@@ -127,16 +128,22 @@ def main() -> int:
     ap.add_argument("names", nargs="*", help="models (default: all)")
     ap.add_argument("--jobs", type=int, default=1, help="models in parallel (memory: the largest take ~15 GB)")
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "zoo"))
+    ap.add_argument("--resume", action="store_true", help="keep the rows already in OUT.json, sweep the rest")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: sweep one model, print its row as JSON
     args = ap.parse_args()
     if args.one:
         print(json.dumps(sweep_one(args.one)))
         return 0
-    names = args.names or list(ALL)
+    names = args.names or sorted(ALL, key=lambda n: native(n)[1] or 0.0)  # cheapest first
     os.environ["ZOO_JOBS"] = str(args.jobs)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     t0, load = time.time(), os.getloadavg()[0]
     rows: list[dict] = []
+    if args.resume and os.path.exists(args.out + ".json"):
+        with open(args.out + ".json") as f:
+            rows = [r for r in json.load(f)["models"] if r["model"] in names]
+        names = [n for n in names if n not in {r["model"] for r in rows}]
+        write(rows, args.out, 0.0, load)
     with ThreadPoolExecutor(args.jobs) as pool:
         for row in pool.map(_in_subprocess, names):
             rows.append(row)
