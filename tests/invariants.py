@@ -134,6 +134,9 @@ def slimmable_share(model: nn.Module, sub_at_min: nn.Module, min_width: float, s
     return (full - _out_channels(sub_at_min, skip)) / (full * (1 - min_width)) if full else 0.0
 
 
+_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+
+
 def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
     """Give every norm layer random affine parameters and running statistics, in place.
 
@@ -149,9 +152,6 @@ def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
                     r = torch.rand(t.shape, generator=g)
                     t.copy_(0.5 + r if name in ("weight", "running_var") else r - 0.5)
     return model
-
-
-_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 
 
 def _roundtrip(module: nn.Module) -> nn.Module:
