@@ -1,0 +1,197 @@
+"""Quality benchmark: PareCO against uniform slimming (slim) and two-stage search on Fashion-MNIST.
+
+usage (from the checkout):
+    .venv/bin/python benchmarks/quality.py --model fashion_resnet,fashion_mobilenet --cost flops,memory \\
+        --method pareco,slim,twostage --seed 0,1,2 [--epochs E] [--train-size N] [--width-mult M] \\
+        [--min-width W] [--data DIR]
+
+Every cell of the (model x cost x method x seed) product is trained with the same epochs, batch
+size, learning-rate schedule and number of sub-networks per step (only the width sampling
+differs), and its front (selected on the validation split, carved out of the training images;
+test accuracy reported only) is merged into ``benchmarks/results/quality.json`` under a file lock
+with an atomic write, so the matrix can be completed over several runs and processes. A run with
+the same (model, cost, method, seed, epochs, train size) replaces the stored one. The aggregate
+per setting (budgets, hypervolume, ties) is recomputed on every write; render the README with
+``benchmarks/quality_report.py``.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import importlib.util
+import itertools
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Subset
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import pareco_fx  # noqa: E402
+from pareco_fx.data import load_fashion_mnist, stratified_indices  # noqa: E402
+from pareco_fx.optim import METHODS, TrainConfig, train  # noqa: E402
+from quality_report import RESULTS, ROOT, aggregate  # noqa: E402
+
+MODELS = ("fashion_resnet", "fashion_mobilenet")
+COSTS = ("flops", "memory")
+SPLIT_SEED = 0  # validation split and training subset: identical for every cell
+
+
+def _load_example(name: str) -> ModuleType:
+    """A private copy of ``examples/<name>.py`` (its module globals may be changed safely)."""
+    spec = importlib.util.spec_from_file_location(f"_quality_{name}", ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def _scaled(channels: int, mult: float) -> int:
+    return max(1, int(round(channels * mult)))
+
+
+def build_model(name: str, width_mult: float) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """The example network with every channel count scaled by ``width_mult``, and example inputs."""
+    module = _load_example(name)
+    if name == "fashion_resnet":
+        model = module.FashionResNet(widths=tuple(_scaled(c, width_mult) for c in (16, 32, 64)))
+    elif name == "fashion_mobilenet":
+        # The stage table is a module global of the example; this copy of the module is ours.
+        module.SETTINGS = tuple((t, _scaled(c, width_mult), n, s) for t, c, n, s in module.SETTINGS)
+        model = module.FashionMobileNet(stem=_scaled(16, width_mult), head=_scaled(256, width_mult))
+    else:
+        raise SystemExit(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+    return model, module.example_inputs()
+
+
+def load_data(source: str, train_size: int | None, val_size: int | None,
+              test_size: int | None) -> tuple[Any, Any, Any]:
+    """Full Fashion-MNIST (10 % of each training class held out for validation), optionally
+    stratified subsets of the three splits (smaller validation and test sets: smoke runs only)."""
+    train_set, val_set, test_set = load_fashion_mnist(source, val_fraction=0.1, seed=SPLIT_SEED)
+
+    def subset(data: Any, size: int | None) -> Any:
+        if size is None or size >= len(data):
+            return data
+        _, taken = stratified_indices(data.labels.numpy(), size / len(data), SPLIT_SEED)
+        return Subset(data, taken.tolist())
+
+    return subset(train_set, train_size), subset(val_set, val_size), subset(test_set, test_size)
+
+
+def run_key(run: dict[str, Any]) -> tuple[Any, ...]:
+    return run["model"], run["cost"], run["method"], run["seed"], run["epochs"], run["train_size"]
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def merge(path: Path, run: dict[str, Any], settings: dict[str, Any]) -> None:
+    """Add ``run`` to the JSON at ``path`` (replacing a run with the same key), recompute the
+    aggregate, and write atomically under an exclusive lock."""
+    with _locked(path):
+        data = json.loads(path.read_text()) if path.exists() else {"runs": [], "settings": {}}
+        runs = [r for r in data["runs"] if run_key(r) != run_key(run)] + [run]
+        runs.sort(key=run_key)
+        data["runs"] = runs
+        data.setdefault("settings", {})["/".join(map(str, run_key(run)))] = settings
+        data["aggregate"] = aggregate(runs)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        os.replace(tmp, path)
+
+
+def run_cell(args: argparse.Namespace, model_name: str, cost: str, method: str, seed: int,
+             data: tuple[Any, Any, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train one cell; returns the run record (issue schema) and its settings."""
+    torch.manual_seed(seed)  # the initial weights depend on the seed only, not on the method
+    model, inputs = build_model(model_name, args.width_mult)
+    slim = pareco_fx.make_slimmable(model, inputs, min_width=args.min_width)
+    config = TrainConfig(
+        method=method, cost=cost, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=5e-4, warmup_epochs=min(1.0, args.epochs / 5), schedule="linear", num_sampled=2,
+        seed=seed, num_width_vectors=args.width_vectors, recal_batches=args.recal_batches,
+        slim_eval_points=args.eval_points, twostage_evals=args.twostage_evals,
+    )
+    train_set, val_set, test_set = data
+    load_before = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    result = train(slim, train_set, val_set, test_set, config, progress=args.progress)
+    wall = time.perf_counter() - t0
+    run = {
+        "model": model_name, "cost": cost, "method": method, "seed": seed, "epochs": args.epochs,
+        "train_size": len(train_set), "wall_s": round(wall, 1),
+        "front": [{"cost_ratio": p.cost_ratio, "val_acc": p.val_acc, "test_acc": p.test_acc,
+                   "widths": list(p.widths)} for p in result.front],
+    }
+    settings = {
+        "width_mult": args.width_mult, "min_width": args.min_width, "data": str(args.data),
+        "val_size": len(val_set), "test_size": len(test_set), "groups": len(slim.groups),
+        "cost_min_ratio": min(p.cost_ratio for p in result.uniform),
+        "load_average": [load_before, os.getloadavg()[0]], "threads": torch.get_num_threads(),
+        "config": config.to_dict(),
+    }
+    return run, settings
+
+
+def _csv(kind: type, choices: Sequence[str] | None = None) -> Any:
+    def parse(text: str) -> list[Any]:
+        values = [kind(v) for v in text.split(",") if v]
+        bad = [v for v in values if choices is not None and v not in choices]
+        if bad or not values:
+            raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(choices or ())}")
+        return values
+    return parse
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=_csv(str, MODELS), required=True)
+    parser.add_argument("--cost", type=_csv(str, COSTS), required=True)
+    parser.add_argument("--method", type=_csv(str, METHODS), required=True)
+    parser.add_argument("--seed", type=_csv(int), required=True)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--train-size", type=int, default=None, help="default: all 54,000")
+    parser.add_argument("--val-size", type=int, default=None, help="default: all 6,000 (smaller: smoke runs only)")
+    parser.add_argument("--test-size", type=int, default=None, help="default: all 10,000 (smaller: smoke runs only)")
+    parser.add_argument("--width-mult", type=float, default=1.0)
+    parser.add_argument("--min-width", type=float, default=0.25)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--width-vectors", type=int, default=100, help="width vectors pareco visits")
+    parser.add_argument("--recal-batches", type=int, default=8)
+    parser.add_argument("--eval-points", type=int, default=30, help="uniform multipliers evaluated")
+    parser.add_argument("--twostage-evals", type=int, default=500)
+    parser.add_argument("--data", default="fashion-mnist", help="IDX directory, 'fashion-mnist' or 'embedded'")
+    parser.add_argument("--out", type=Path, default=RESULTS / "quality.json")
+    parser.add_argument("--progress", action="store_true")
+    args = parser.parse_args(argv)
+    data = load_data(args.data, args.train_size, args.val_size, args.test_size)
+    for model_name, cost, method, seed in itertools.product(args.model, args.cost, args.method, args.seed):
+        run, settings = run_cell(args, model_name, cost, method, seed, data)
+        merge(args.out, run, settings)
+        best = max(run["front"], key=lambda p: p["val_acc"])
+        print(f"{model_name} {cost} {method} seed {seed}: {len(run['front'])} front points, "
+              f"full-front best test {100 * best['test_acc']:.2f} %, smallest "
+              f"{100 * run['front'][0]['test_acc']:.2f} % at {run['front'][0]['cost_ratio']:.3f}, "
+              f"{run['wall_s']:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,301 @@
+"""Aggregate ``benchmarks/results/quality.json`` and render its README tables and plots.
+
+usage (from the checkout): .venv/bin/python benchmarks/quality_report.py [--json PATH] [--readme README.md]
+
+Per (model, cost, method, epochs, train size) the runs of all seeds are summarised: at each
+budget the sub-network with the best *validation* accuracy whose cost ratio is within the budget,
+reported by its *test* accuracy (mean and sample standard deviation over seeds), and the
+hypervolume of the (test error, cost ratio) front against the reference point (1, 1). PareCO is
+compared with each baseline per budget; a difference below two standard deviations (the larger
+of the two methods') is a tie. The README section between the ``quality:begin`` and
+``quality:end`` markers is regenerated; the plots go next to the JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "BUDGETS",
+    "METHODS",
+    "Summary",
+    "aggregate",
+    "best_under_budget",
+    "compare",
+    "hypervolume",
+    "render_tables",
+    "summarise",
+    "update_readme",
+]
+
+BUDGETS = (0.25, 0.35, 0.5, 0.75, 1.0)
+METHODS = ("pareco", "slim", "twostage")
+BASELINES = ("slim", "twostage")
+BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
+_EPS = 1e-9  # cost ratios are floats; a point exactly at the budget counts as within it
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean and spread of one figure over seeds.
+
+    Attributes:
+        mean: mean over the seeds that have a value.
+        std: sample standard deviation (``None`` with fewer than two values).
+        n: number of seeds with a value.
+    """
+
+    mean: float | None
+    std: float | None
+    n: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean, "std": self.std, "n": self.n}
+
+
+def summarise(values: Iterable[float | None]) -> Summary:
+    """Mean and sample standard deviation of the values that are not ``None``."""
+    present = [float(v) for v in values if v is not None]
+    if not present:
+        return Summary(None, None, 0)
+    std = statistics.stdev(present) if len(present) > 1 else None
+    return Summary(statistics.fmean(present), std, len(present))
+
+
+def best_under_budget(front: Sequence[Mapping[str, Any]], budget: float) -> float | None:
+    """Test accuracy of the point with the best validation accuracy among those within ``budget``.
+
+    Selection is on validation data so that no reported number is picked on the test set; a
+    validation tie goes to the cheaper point. ``None`` when no point fits the budget.
+    """
+    fitting = [p for p in front if p["cost_ratio"] <= budget + _EPS]
+    if not fitting:
+        return None
+    best = max(fitting, key=lambda p: (p["val_acc"], -p["cost_ratio"]))
+    return float(best["test_acc"])
+
+
+def hypervolume(front: Sequence[Mapping[str, Any]], reference: tuple[float, float] = (1.0, 1.0)) -> float:
+    """Area dominated by the (test error, cost ratio) points, both minimised, up to ``reference``.
+
+    Dominated points and points beyond the reference contribute nothing.
+    """
+    ref_err, ref_cost = reference
+    points = sorted((p["cost_ratio"], 1.0 - p["test_acc"]) for p in front)
+    points = [(c, e) for c, e in points if c < ref_cost and e < ref_err]
+    area, best_err = 0.0, ref_err
+    for i, (cost, err) in enumerate(points):
+        best_err = min(best_err, err)
+        next_cost = points[i + 1][0] if i + 1 < len(points) else ref_cost
+        area += (next_cost - cost) * (ref_err - best_err)
+    return area
+
+
+def compare(ours: Summary, theirs: Summary) -> str:
+    """``"win"``, ``"loss"`` or ``"tie"`` of ``ours`` against ``theirs`` (higher is better).
+
+    A difference below two standard deviations (the larger of the two) is a tie. ``"n/a"`` when
+    either side lacks a value or has fewer than two seeds (no spread, so no verdict).
+    """
+    if ours.mean is None or theirs.mean is None or ours.std is None or theirs.std is None:
+        return "n/a"
+    diff = ours.mean - theirs.mean
+    if abs(diff) < 2.0 * max(ours.std, theirs.std):
+        return "tie"
+    return "win" if diff > 0 else "loss"
+
+
+def _setting(run: Mapping[str, Any]) -> tuple[str, str, int, int]:
+    return run["model"], run["cost"], int(run["epochs"]), int(run["train_size"])
+
+
+def aggregate(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per (model, cost, epochs, train size): per method the budget accuracies and the
+    hypervolume over seeds, and PareCO's verdict against each baseline per budget and on hypervolume.
+
+    Runs of different epochs or training-set sizes are never mixed.
+    """
+    settings: dict[tuple[str, str, int, int], dict[str, list[Mapping[str, Any]]]] = {}
+    for run in runs:
+        settings.setdefault(_setting(run), {}).setdefault(run["method"], []).append(run)
+    entries = []
+    for (model, cost, epochs, train_size), by_method in sorted(settings.items()):
+        methods: dict[str, dict[str, Any]] = {}
+        summaries: dict[str, dict[str, Summary]] = {}
+        for method in sorted(by_method, key=lambda m: (METHODS + (m,)).index(m)):
+            cell = sorted(by_method[method], key=lambda r: r["seed"])
+            stats = {f"{b:g}": summarise(best_under_budget(r["front"], b) for r in cell) for b in BUDGETS}
+            stats["hypervolume"] = summarise(hypervolume(r["front"]) for r in cell)
+            summaries[method] = stats
+            methods[method] = {
+                "seeds": [r["seed"] for r in cell],
+                "wall_s": summarise(r["wall_s"] for r in cell).to_dict(),
+                "budgets": {key: s.to_dict() for key, s in stats.items() if key != "hypervolume"},
+                "hypervolume": stats["hypervolume"].to_dict(),
+            }
+        verdicts = {}
+        if "pareco" in summaries:
+            for base in BASELINES:
+                if base in summaries:
+                    verdicts[base] = {key: compare(summaries["pareco"][key], s) for key, s in summaries[base].items()}
+        entries.append({"model": model, "cost": cost, "epochs": epochs, "train_size": train_size,
+                        "methods": methods, "pareco_vs": verdicts})
+    return entries
+
+
+# -- rendering ---------------------------------------------------------------------------------
+def _cell(stat: Mapping[str, Any], scale: float = 100.0, digits: int = 1) -> str:
+    if stat["mean"] is None:
+        return "—"
+    text = f"{stat['mean'] * scale:.{digits}f}"
+    if stat["std"] is not None:
+        text += f" ± {stat['std'] * scale:.{digits}f}"
+    return text
+
+
+def render_tables(entries: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown: per cost, per (model, setting) a table of test accuracy (%) at each budget."""
+    lines: list[str] = []
+    for cost in sorted({e["cost"] for e in entries}):
+        lines.append(f"#### Cost: {cost}")
+        lines.append("")
+        for entry in (e for e in entries if e["cost"] == cost):
+            methods = entry["methods"]
+            seeds = ", ".join(f"{m} {len(methods[m]['seeds'])}" for m in methods)
+            lines.append(f"**{entry['model']}**, {entry['epochs']} epochs, {entry['train_size']} training "
+                         f"images (seeds: {seeds})")
+            lines.append("")
+            bases = [b for b in BASELINES if b in entry["pareco_vs"]]
+            header = ["budget", *methods, *(f"PareCO vs {b}" for b in bases)]
+            lines.append("| " + " | ".join(header) + " |")
+            lines.append("|" + "---|" * len(header))
+            keys = [f"{b:g}" for b in BUDGETS]
+            for key in keys:
+                row = [f"≤ {key}", *(_cell(methods[m]["budgets"][key]) for m in methods),
+                       *(entry["pareco_vs"][b][key] for b in bases)]
+                lines.append("| " + " | ".join(row) + " |")
+            row = ["hypervolume", *(_cell(methods[m]["hypervolume"], 1.0, 4) for m in methods),
+                   *(entry["pareco_vs"][b]["hypervolume"] for b in bases)]
+            lines.append("| " + " | ".join(row) + " |")
+            walls = ", ".join(f"{m} {_cell(methods[m]['wall_s'], 1.0, 0)} s" for m in methods)
+            lines.append("")
+            lines.append(f"Wall time per run: {walls}.")
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _series(runs: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], list[Mapping[str, Any]]]:
+    panels: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for run in runs:
+        panels.setdefault((run["model"], run["cost"]), []).append(run)
+    return dict(sorted(panels.items()))
+
+
+def plot_fronts(runs: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """Test accuracy against cost ratio, one panel per (model, cost), one line per run."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = _series(runs)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
+    colours = {"pareco": "tab:red", "slim": "tab:blue", "twostage": "tab:green"}
+    for ax, ((model, cost), cell) in zip(axes[0], panels.items()):
+        labelled: set[str] = set()
+        for run in sorted(cell, key=lambda r: (r["method"], r["seed"])):
+            pts = sorted(run["front"], key=lambda p: p["cost_ratio"])
+            label = None if run["method"] in labelled else run["method"]
+            labelled.add(run["method"])
+            ax.step([p["cost_ratio"] for p in pts], [100 * p["test_acc"] for p in pts], where="post",
+                    color=colours.get(run["method"]), alpha=0.8, label=label, marker=".")
+        for budget in BUDGETS[:-1]:
+            ax.axvline(budget, color="grey", lw=0.5, ls=":")
+        ax.set_title(f"{model} / {cost}")
+        ax.set_xlabel(f"{cost} ratio")
+        ax.set_ylabel("test accuracy (%)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_widths(runs: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """Per-group widths PareCO chose at each budget (seed with the lowest number) against the
+    uniform multiplier of the slim run's point at that budget."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = {key: cell for key, cell in _series(runs).items()
+              if any(r["method"] == "pareco" for r in cell)}
+    if not panels:
+        return
+    budgets = BUDGETS[:-1]
+    fig, axes = plt.subplots(len(panels), len(budgets), figsize=(3.2 * len(budgets), 2.6 * len(panels)),
+                             squeeze=False)
+    for row, ((model, cost), cell) in zip(axes, panels.items()):
+        pareco = min((r for r in cell if r["method"] == "pareco"), key=lambda r: r["seed"])
+        slim = min((r for r in cell if r["method"] == "slim"), key=lambda r: r["seed"], default=None)
+        for ax, budget in zip(row, budgets):
+            ax.set_title(f"{model} / {cost} ≤ {budget:g}", fontsize=8)
+            ax.set_ylim(0, 1.05)
+            ax.set_xlabel("group", fontsize=7)
+            chosen = _chosen(pareco["front"], budget)
+            if chosen is None:
+                ax.text(0.5, 0.5, "unreachable", ha="center", transform=ax.transAxes)
+                continue
+            ax.bar(range(len(chosen["widths"])), chosen["widths"], color="tab:red", alpha=0.7,
+                   label=f"PareCO ({chosen['cost_ratio']:.2f})")
+            uniform = _chosen(slim["front"], budget) if slim is not None else None
+            if uniform is not None:
+                ax.axhline(min(uniform["widths"]), color="tab:blue",
+                           label=f"uniform ({uniform['cost_ratio']:.2f})")
+            ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _chosen(front: Sequence[Mapping[str, Any]], budget: float) -> Mapping[str, Any] | None:
+    fitting = [p for p in front if p["cost_ratio"] <= budget + _EPS]
+    return max(fitting, key=lambda p: (p["val_acc"], -p["cost_ratio"])) if fitting else None
+
+
+def update_readme(readme: str, body: str) -> str:
+    """``readme`` with the text between the quality markers replaced by ``body``.
+
+    Raises:
+        ValueError: the markers are missing (add them to the README's quality section).
+    """
+    start, end = readme.find(BEGIN), readme.find(END)
+    if start < 0 or end < start:
+        raise ValueError(f"README lacks the markers {BEGIN} ... {END}; add them to the quality section")
+    return readme[: start + len(BEGIN)] + "\n" + body + readme[end:]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", type=Path, default=RESULTS / "quality.json")
+    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    args = parser.parse_args(argv)
+    data = json.loads(args.json.read_text())
+    runs = data["runs"]
+    entries = aggregate(runs)
+    plot_fronts(runs, args.json.parent / "quality_fronts.png")
+    plot_widths(runs, args.json.parent / "quality_widths.png")
+    body = render_tables(entries) + (
+        "\n![fronts](benchmarks/results/quality_fronts.png)\n\n"
+        "![widths PareCO chose against uniform](benchmarks/results/quality_widths.png)\n")
+    args.readme.write_text(update_readme(args.readme.read_text(), body))
+    print(f"README quality tables regenerated from {len(runs)} runs")
+
+
+if __name__ == "__main__":
+    main()

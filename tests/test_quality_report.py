@@ -1,0 +1,131 @@
+"""The aggregation of ``benchmarks/quality_report.py`` on hand-made results: budgets chosen on
+validation accuracy, mean/std over seeds, the two-standard-deviation tie rule, hypervolume with
+reference point (1, 1), and the README section it regenerates."""
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "quality_report.py"
+_SPEC = importlib.util.spec_from_file_location("quality_report", _PATH)
+qr = importlib.util.module_from_spec(_SPEC)  # type: ignore[arg-type]
+sys.modules.setdefault("quality_report", qr)  # dataclasses look their module up there
+_SPEC.loader.exec_module(qr)  # type: ignore[union-attr]
+
+
+def point(cost: float, val: float, test: float) -> dict[str, Any]:
+    return {"cost_ratio": cost, "val_acc": val, "test_acc": test, "widths": [1.0]}
+
+
+def run(method: str, seed: int, front: list[dict[str, Any]], epochs: int = 3, size: int = 100) -> dict[str, Any]:
+    return {"model": "m", "cost": "flops", "method": method, "seed": seed, "epochs": epochs,
+            "train_size": size, "wall_s": 10.0 + seed, "front": front}
+
+
+FRONT = [point(0.2, 0.70, 0.71), point(0.3, 0.80, 0.78), point(0.35, 0.79, 0.90), point(0.6, 0.85, 0.84),
+         point(1.0, 0.90, 0.91)]
+
+
+def test_budget_picks_best_validation_point_and_reports_its_test_accuracy() -> None:
+    # At 0.35 the point at 0.35 has the higher test accuracy but the lower validation accuracy.
+    assert qr.best_under_budget(FRONT, 0.35) == 0.78
+    assert qr.best_under_budget(FRONT, 0.25) == 0.71
+    assert qr.best_under_budget(FRONT, 0.5) == 0.78
+    assert qr.best_under_budget(FRONT, 0.75) == 0.84
+    assert qr.best_under_budget(FRONT, 1.0) == 0.91
+    assert qr.best_under_budget(FRONT, 0.1) is None
+
+
+def test_budget_counts_a_point_exactly_at_the_budget_and_breaks_ties_towards_cheaper() -> None:
+    front = [point(0.5000000000001, 0.8, 0.8), point(0.3, 0.9, 0.6), point(0.4, 0.9, 0.7)]
+    assert qr.best_under_budget(front, 0.5) == 0.6
+
+
+def test_hypervolume_by_hand() -> None:
+    # Errors 0.29, 0.22, 0.10, 0.16 (dominated by 0.10 at 0.35), 0.09; staircase up to (1, 1).
+    expected = (0.1 * 0.71 + 0.05 * 0.78 + 0.25 * 0.90 + 0.4 * 0.90 + 0.0 * 0.91)
+    assert qr.hypervolume(FRONT) == pytest.approx(expected, abs=1e-12)
+    assert qr.hypervolume([point(0.5, 0.5, 0.5)]) == pytest.approx(0.25)
+    assert qr.hypervolume([]) == 0.0
+    # Points at or beyond the reference add nothing.
+    assert qr.hypervolume([point(1.0, 1.0, 1.0), point(0.5, 0.0, 0.0)]) == 0.0
+
+
+def test_hypervolume_ignores_point_order_and_dominated_points() -> None:
+    a = [point(0.5, 0.0, 0.8), point(0.2, 0.0, 0.6)]
+    b = [*reversed(a), point(0.6, 0.0, 0.7)]
+    assert qr.hypervolume(a) == pytest.approx(qr.hypervolume(b)) == pytest.approx(0.3 * 0.6 + 0.5 * 0.8)
+
+
+def test_summarise_is_mean_and_sample_std() -> None:
+    s = qr.summarise([0.8, None, 0.9, 0.7])
+    assert s.n == 3
+    assert s.mean == pytest.approx(0.8)
+    assert s.std == pytest.approx(0.1)
+    assert qr.summarise([0.5]) == qr.Summary(0.5, None, 1)
+    assert qr.summarise([None]) == qr.Summary(None, None, 0)
+
+
+def test_tie_rule_uses_two_of_the_larger_standard_deviation() -> None:
+    S = qr.Summary
+    assert qr.compare(S(0.80, 0.01, 3), S(0.785, 0.005, 3)) == "tie"  # 0.015 < 2 * 0.01
+    assert qr.compare(S(0.80, 0.01, 3), S(0.7801, 0.005, 3)) == "tie"
+    assert qr.compare(S(0.80, 0.005, 3), S(0.78, 0.009, 3)) == "win"
+    assert qr.compare(S(0.70, 0.005, 3), S(0.78, 0.01, 3)) == "loss"
+    assert qr.compare(S(0.80, None, 1), S(0.70, 0.01, 3)) == "n/a"
+    assert qr.compare(S(None, None, 0), S(0.70, 0.01, 3)) == "n/a"
+
+
+def test_tie_rule_boundary_is_exact() -> None:
+    S = qr.Summary
+    assert qr.compare(S(0.5, 0.25, 3), S(0.0, 0.0, 3)) == "win"  # 0.5 is not below 2 * 0.25
+    assert qr.compare(S(0.5, 0.2500001, 3), S(0.0, 0.0, 3)) == "tie"
+
+
+def test_aggregate_per_setting_with_verdicts() -> None:
+    runs = [
+        run("pareco", 0, [point(0.3, 0.8, 0.80), point(1.0, 0.9, 0.90)]),
+        run("pareco", 1, [point(0.3, 0.8, 0.82), point(1.0, 0.9, 0.90)]),
+        run("slim", 0, [point(0.3, 0.8, 0.70), point(1.0, 0.9, 0.89)]),
+        run("slim", 1, [point(0.3, 0.8, 0.72), point(1.0, 0.9, 0.91)]),
+        run("slim", 2, [point(0.3, 0.8, 0.71), point(1.0, 0.9, 0.90)], epochs=9),  # another setting
+    ]
+    entries = qr.aggregate(runs)
+    assert [(e["epochs"], sorted(e["methods"])) for e in entries] == [(3, ["pareco", "slim"]), (9, ["slim"])]
+    main = entries[0]
+    pareco, slim = main["methods"]["pareco"], main["methods"]["slim"]
+    assert pareco["seeds"] == [0, 1]
+    assert pareco["budgets"]["0.25"] == {"mean": None, "std": None, "n": 0}
+    assert pareco["budgets"]["0.35"]["mean"] == pytest.approx(0.81)
+    assert pareco["budgets"]["0.35"]["std"] == pytest.approx(math.sqrt(2) * 0.01)
+    assert slim["budgets"]["0.5"]["mean"] == pytest.approx(0.71)
+    assert pareco["budgets"]["1"]["mean"] == pytest.approx(0.90) and pareco["budgets"]["1"]["std"] == 0.0
+    assert slim["wall_s"] == {"mean": 10.5, "std": pytest.approx(math.sqrt(0.5)), "n": 2}
+    hv0 = 0.7 * 0.80
+    hv1 = 0.7 * 0.82
+    assert pareco["hypervolume"]["mean"] == pytest.approx((hv0 + hv1) / 2)
+    verdicts = main["pareco_vs"]["slim"]
+    assert verdicts["0.25"] == "n/a"
+    assert verdicts["0.35"] == "win"  # 0.81 vs 0.71, stds 0.014
+    assert verdicts["1"] == "tie"  # 0.90 vs 0.90
+    assert "twostage" not in main["pareco_vs"]
+    assert entries[1]["pareco_vs"] == {}
+
+
+def test_tables_and_readme_section() -> None:
+    runs = [run(m, s, [point(0.3, 0.8, 0.80 + 0.01 * s), point(1.0, 0.9, 0.9)]) for m in qr.METHODS for s in (0, 1)]
+    body = qr.render_tables(qr.aggregate(runs))
+    lines = body.splitlines()
+    assert lines[0] == "#### Cost: flops"
+    assert "| budget | pareco | slim | twostage | PareCO vs slim | PareCO vs twostage |" in lines
+    assert "| ≤ 0.35 | 80.5 ± 0.7 | 80.5 ± 0.7 | 80.5 ± 0.7 | tie | tie |" in lines
+    assert "| ≤ 0.25 | — | — | — | n/a | n/a |" in lines
+    readme = f"# x\n## Quality\n{qr.BEGIN}\nold\n{qr.END}\n## Layout\n"
+    assert qr.update_readme(readme, "new\n") == f"# x\n## Quality\n{qr.BEGIN}\nnew\n{qr.END}\n## Layout\n"
+    with pytest.raises(ValueError, match="markers"):
+        qr.update_readme("# no markers\n", "new\n")
