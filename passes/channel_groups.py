@@ -139,8 +139,11 @@ class Ctx:
         (with ``tie=False``, interleaved channel axes stay raw: data movement may undo them)."""
         shape = tuple(raw.shape)
         axes = varying_axes(raw)
-        if not axes:
-            return Layout.fixed(shape)
+        if not axes:  # one label everywhere (a one-channel tensor): its size never changes
+            label = int(raw.reshape(-1)[0]) if raw.numel() else FIXED
+            if label != FIXED:
+                self.prop.constants.append(raw.reshape(-1)[:1].clone())
+            return Layout(shape, const=label)
         if len(axes) > 1 and not tie:
             return Layout(shape, raw=raw)
         if len(axes) == 1:
@@ -192,6 +195,7 @@ class _Propagator:
         self.module_atoms: dict[Any, torch.Tensor] = {}
         self.param_override: dict[fx.Node, dict[int, torch.Tensor]] = {}
         self.fused: set[fx.Node] = set()
+        self.constants: list[torch.Tensor] = []  # labels of one-channel tensors (must stay active)
 
     def new_atom(self, n: int, node: fx.Node, real: bool) -> torch.Tensor:
         ids = torch.arange(self.next_id, self.next_id + n, dtype=LABEL_DTYPE)

@@ -81,7 +81,7 @@ def _groups_from_ties(prop: Any) -> tuple:
 
 def _vectors(prop: Any) -> list[torch.Tensor]:
     """Every channel vector a tensor or layer holds (interleaved intermediates aside)."""
-    out = []
+    out = list(prop.constants)
     for node in prop.gm.graph.nodes:
         for lay in leaves(prop.env.get(node)):
             if isinstance(lay, Layout) and lay.axis is not None:

@@ -31,6 +31,7 @@ class Layout:
     axis: int | None = None           # factored channel axis (non-negative)
     vec: torch.Tensor | None = None   # labels along ``axis``
     raw: torch.Tensor | None = None   # per-element labels (when not factored)
+    const: int = FIXED                # the one label of every element of an unfactored tensor
 
     @staticmethod
     def fixed(shape: tuple[int, ...]) -> "Layout":
@@ -57,7 +58,7 @@ class Layout:
         if self.raw is not None:
             return self.raw
         if self.axis is None:
-            return torch.zeros(self.shape, dtype=LABEL_DTYPE)
+            return torch.full(self.shape, self.const, dtype=LABEL_DTYPE)
         view = [1] * len(self.shape)
         view[self.axis] = -1
         return self.vec.view(view).expand(self.shape)

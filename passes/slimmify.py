@@ -304,6 +304,14 @@ def build(an: ChannelAnalysis) -> tuple[fx.GraphModule, WidthState]:
     graph.output(out)
     gm = fx.GraphModule(an.gm, graph, an.gm.__class__.__name__)
     done: set[str] = set()
+    replaced: dict[fx.Node, fx.Node] = {}
+
+    def current(n: fx.Node) -> fx.Node:
+        n = val_map[n]
+        while n in replaced:
+            n = replaced[n]
+        return n
+
     for node in list(gm.graph.nodes):
         layer = node.meta.get(META_LAYER)
         if node.op == "call_module" and layer is not None and node.target not in done:
@@ -311,10 +319,10 @@ def build(an: ChannelAnalysis) -> tuple[fx.GraphModule, WidthState]:
             done.add(node.target)
         elif META_GATHER in node.meta:
             src, axis, perm = node.meta[META_GATHER]
-            _replace(gm, node, _unique(gm, "gather"),
-                     ChannelGather(state, src.meta[META_LAYOUT].vec, perm, axis), (val_map[src],), {})
+            replaced[node] = _replace(gm, node, _unique(gm, "gather"),
+                                      ChannelGather(state, src.meta[META_LAYOUT].vec, perm, axis), (current(src),), {})
         elif node.op == "get_attr" and node.meta.get("pareco.param_axes"):
-            _replace(gm, node, _unique(gm, node.target),
+            replaced[node] = _replace(gm, node, _unique(gm, node.target),
                      SlicedTensor(gm, node.target, state, node.meta["pareco.param_axes"]), (), {})
         else:
             fn = REWRITES.get(_rewrite_key(node)) if _rewrite_key(node) is not None else None
@@ -323,7 +331,7 @@ def build(an: ChannelAnalysis) -> tuple[fx.GraphModule, WidthState]:
                 op = spec.op or node.op
                 target = spec.target or node.target
                 args = spec.args if spec.args is not None else node.args
-                _replace(gm, node, _unique(gm, str(getattr(node.target, "__name__", node.target))),
+                replaced[node] = _replace(gm, node, _unique(gm, str(getattr(node.target, "__name__", node.target))),
                          SlimCall(op, target, spec, state), args, dict(node.kwargs) if spec.args is None else {})
     for node in reversed(list(gm.graph.nodes)):  # the shuffles' intermediates are gone now
         if not node.users and isinstance(node.meta.get(META_LAYOUT), Layout) and node.meta[META_LAYOUT].raw is not None \
