@@ -191,11 +191,13 @@ def render_tables(entries: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _series(runs: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], list[Mapping[str, Any]]]:
-    panels: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+def _series(runs: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """Runs per plot panel: one per setting (model, cost, epochs, training-set size)."""
+    panels: dict[tuple[str, str, int, int], list[Mapping[str, Any]]] = {}
     for run in runs:
-        panels.setdefault((run["model"], run["cost"]), []).append(run)
-    return dict(sorted(panels.items()))
+        panels.setdefault(_setting(run), []).append(run)
+    return {f"{model} / {cost}\n{epochs} ep, {size} images": cell
+            for (model, cost, epochs, size), cell in sorted(panels.items())}
 
 
 def plot_fronts(runs: Sequence[Mapping[str, Any]], path: Path) -> None:
@@ -207,7 +209,7 @@ def plot_fronts(runs: Sequence[Mapping[str, Any]], path: Path) -> None:
     panels = _series(runs)
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
     colours = {"pareco": "tab:red", "slim": "tab:blue", "twostage": "tab:green"}
-    for ax, ((model, cost), cell) in zip(axes[0], panels.items()):
+    for ax, (title, cell) in zip(axes[0], panels.items()):
         labelled: set[str] = set()
         for run in sorted(cell, key=lambda r: (r["method"], r["seed"])):
             pts = sorted(run["front"], key=lambda p: p["cost_ratio"])
@@ -217,8 +219,8 @@ def plot_fronts(runs: Sequence[Mapping[str, Any]], path: Path) -> None:
                     color=colours.get(run["method"]), alpha=0.8, label=label, marker=".")
         for budget in BUDGETS[:-1]:
             ax.axvline(budget, color="grey", lw=0.5, ls=":")
-        ax.set_title(f"{model} / {cost}")
-        ax.set_xlabel(f"{cost} ratio")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(f"{cell[0]['cost']} ratio")
         ax.set_ylabel("test accuracy (%)")
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -240,11 +242,11 @@ def plot_widths(runs: Sequence[Mapping[str, Any]], path: Path) -> None:
     budgets = BUDGETS[:-1]
     fig, axes = plt.subplots(len(panels), len(budgets), figsize=(3.2 * len(budgets), 2.6 * len(panels)),
                              squeeze=False)
-    for row, ((model, cost), cell) in zip(axes, panels.items()):
+    for row, (title, cell) in zip(axes, panels.items()):
         pareco = min((r for r in cell if r["method"] == "pareco"), key=lambda r: r["seed"])
         slim = min((r for r in cell if r["method"] == "slim"), key=lambda r: r["seed"], default=None)
         for ax, budget in zip(row, budgets):
-            ax.set_title(f"{model} / {cost} ≤ {budget:g}", fontsize=8)
+            ax.set_title(f"{title.replace(chr(10), ', ')}, ≤ {budget:g}", fontsize=7)
             ax.set_ylim(0, 1.05)
             ax.set_xlabel("group", fontsize=7)
             chosen = _chosen(pareco["front"], budget)
