@@ -13,7 +13,9 @@ __all__ = ["InvertedResidual", "FashionMobileNet", "model", "example_inputs"]
 SETTINGS = ((1, 16, 1, 1), (4, 24, 2, 2), (4, 32, 2, 1), (4, 64, 2, 2))
 
 
-def conv_bn(in_channels: int, out_channels: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
+def conv_bn(
+    in_channels: int, out_channels: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True
+) -> nn.Sequential:
     """Conv (no bias), BatchNorm and an optional ReLU6."""
     layers: list[nn.Module] = [
         nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, groups=groups, bias=False),

@@ -37,9 +37,13 @@ class BasicBlock(nn.Module):
 class FashionResNet(nn.Module):
     """ResNet-20 layout (3 stages x 3 blocks) for single-channel 28x28 images."""
 
-    def __init__(self, num_classes: int = 10, widths: tuple[int, int, int] = (16, 32, 64), blocks: int = 3) -> None:
+    def __init__(
+        self, num_classes: int = 10, widths: tuple[int, int, int] = (16, 32, 64), blocks: int = 3
+    ) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
+        )
         stages = []
         in_channels = widths[0]
         for index, channels in enumerate(widths):

@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from pareco_fx.data import DEFAULT_DIR, EMBEDDED_PATH, IDX_FILES, load_fashion_mnist, read_idx, read_idx_dir, stratified_indices
+from pareco_fx.data import (
+    DEFAULT_DIR,
+    EMBEDDED_PATH,
+    IDX_FILES,
+    load_fashion_mnist,
+    read_idx,
+    read_idx_dir,
+    stratified_indices,
+)
 from pareco_fx.errors import UserInputError
 
 ROOT = Path(__file__).resolve().parents[1]

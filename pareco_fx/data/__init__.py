@@ -86,7 +86,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     data = np.frombuffer(raw, dtype=_IDX_DTYPES[raw[2]], offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
         raise UserInputError(f"{path} is truncated: header says {shape}, file holds {data.size} values")
-    return data.reshape(shape)
+    return data.reshape(shape).copy()  # writable, detached from the file buffer
 
 
 def _find_idx(directory: Path, name: str) -> Path | None:

@@ -71,10 +71,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             f"{path} is truncated or not a pareco-fx checkpoint ({type(exc).__name__}); "
             "delete the run directory or start over with --force"
         ) from exc
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+    found = payload.get("format") if isinstance(payload, dict) else None
+    if found != CHECKPOINT_FORMAT:
         raise CheckpointError(
-            f"{path} is not a pareco-fx checkpoint (format {payload.get('format') if isinstance(payload, dict) else None!r}, "
-            f"expected {CHECKPOINT_FORMAT!r}); point to a pareco-fx run directory or start over with --force"
+            f"{path} is not a pareco-fx checkpoint (format {found!r}, expected {CHECKPOINT_FORMAT!r}); "
+            "point to a pareco-fx run directory or start over with --force"
         )
     return payload
 

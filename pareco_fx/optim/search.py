@@ -245,7 +245,7 @@ def target_weights(ratios: Tensor, losses: Tensor, ratio_min: float, bins: int =
             area = (right - left) * float(ys[i] - ys[i + 1])
             if right <= left or area <= 0:
                 continue
-            overlap = (torch.minimum(edges[1:], torch.tensor(right)) - torch.maximum(edges[:-1], torch.tensor(left))).clamp_min(0)
+            overlap = (edges[1:].clamp(max=right) - edges[:-1].clamp(min=left)).clamp_min(0)
             weights += area * overlap / (right - left)
     total = float(weights.sum())
     uniform = torch.full((bins,), 1.0 / bins, dtype=torch.float64)

@@ -274,7 +274,10 @@ def _history_json(config: TrainConfig, history: History, sampler: Sampler | None
 def _resolve_config(config: TrainConfig | None, payload: dict[str, Any] | None, path: Path | None) -> TrainConfig:
     if payload is None:
         return config or TrainConfig()
-    stored = TrainConfig.from_dict(payload["config"])
+    try:
+        stored = TrainConfig.from_dict(payload["config"])
+    except (KeyError, TypeError, UserInputError) as exc:
+        raise CheckpointError(f"{path} holds no valid training options ({exc}); start over with --force") from exc
     if config is not None and config != stored:
         ours, theirs = config.to_dict(), stored.to_dict()
         diff = ", ".join(f"{k}={ours[k]!r} (run has {theirs[k]!r})" for k in ours if ours[k] != theirs[k])
@@ -313,6 +316,8 @@ def _prepare_run_dir(run_dir: Path | None, resume: bool, force: bool) -> dict[st
             f"{run_dir} already holds a training run; resume it (--resume), start over (--force) "
             "or choose another output directory"
         )
+    for name in (CHECKPOINT, HISTORY, FRONT_JSON, FRONT_CSV):  # start over: no stale results
+        (run_dir / name).unlink(missing_ok=True)
     return None
 
 
@@ -413,7 +418,8 @@ def _build_front(
 
 def _write_results(path: Path, result: TrainResult, trainer: _Trainer, history: History, name: str) -> None:
     slim, space = trainer.slim, trainer.space
-    groups = [{"id": g.id, "channels": g.channels, "slimmable": g.slimmable} for g in slim.groups]  # type: ignore[attr-defined]
+    groups = [{"id": g.id, "channels": g.channels, "slimmable": g.slimmable}
+              for g in slim.groups]  # type: ignore[attr-defined]
     write_json(path / HISTORY, _history_json(result.config, history, trainer.sampler))
     write_json(path / FRONT_JSON, {
         "model": name,
