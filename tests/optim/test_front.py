@@ -7,7 +7,7 @@ import torch
 from pareco_fx.optim import FrontPoint, History, WidthSpace, select_front
 from pareco_fx.optim.front import front_candidates, uniform_widths
 from pareco_fx.optim.pareto import non_dominated, pareto_layers, peel_until_coverage
-from pareco_fx.optim.search import target_weights
+from pareco_fx.optim.search import draw_targets, target_weights
 
 # (loss, cost ratio): layer 1 = {0} (dominates all), layer 2 = {1, 2}, layer 3 = {3, 4}.
 LOSSES = torch.tensor([0.1, 0.5, 0.3, 0.6, 0.4], dtype=torch.float64)
@@ -69,6 +69,19 @@ def test_target_weights_follow_front_gaps() -> None:
     weights = target_weights(torch.tensor([0.5, 1.0]), torch.tensor([1.0, 0.0]), ratio_min=0.0, bins=4)
     expected = 0.9 * torch.tensor([0.0, 0.0, 0.5, 0.5]) + 0.1 * 0.25
     assert torch.allclose(weights, expected.double())
+
+
+def test_pareto_aware_targets_follow_the_weights() -> None:
+    space = _space()  # ratio_min 0.4
+    history = History(2)
+    history.append(torch.tensor([[0.7, 0.7], [1.0, 1.0]]), torch.tensor([0.7, 1.0]), step=0)
+    history.losses = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    targets = draw_targets(2000, space, history, True, torch.Generator().manual_seed(0))
+    assert torch.all((targets >= 0.4) & (targets <= 1.0))
+    share = float((targets >= 0.7).double().mean())  # expected 0.9 + 0.1 * 0.5
+    assert share == pytest.approx(0.95, abs=0.02)
+    uniform = draw_targets(2000, space, history, False, torch.Generator().manual_seed(0))
+    assert float((uniform >= 0.7).double().mean()) == pytest.approx(0.5, abs=0.04)
 
 
 def test_target_weights_uniform_without_scores() -> None:

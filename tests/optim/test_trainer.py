@@ -23,11 +23,13 @@ def test_training_lowers_loss_at_full_and_smallest_width() -> None:
     batch = _fixed_batch(train_set)
     ends = torch.tensor([[1.0] * len(slim.groups), [0.42] * len(slim.groups)], dtype=torch.float64)
     before = score_widths(slim, ends, batch, 0.0)
-    config = TINY_CONFIG.replace(method="slim", lr=0.8, epochs=2, max_train_batches=8, slim_eval_points=2)
-    train(slim, train_set, val_set, None, config, progress=False)  # 16 steps
+    config = TINY_CONFIG.replace(method="slim", lr=0.8, epochs=2, max_train_batches=8, slim_eval_points=3)
+    result = train(slim, train_set, val_set, None, config, progress=False)  # 16 steps
     after = score_widths(slim, ends, batch, 0.0)
     assert before.min() > 2.0
     assert torch.all(after < 0.5 * before), (before, after)
+    # The slim front is made of the uniform multipliers (no history).
+    assert set(result.front) <= set(result.uniform) and result.history == ()
 
 
 def test_learning_rate_warmup_then_decay() -> None:
@@ -118,3 +120,20 @@ def test_bad_options_are_user_errors() -> None:
     train_set, val_set, _ = tiny_data(train=16)
     with pytest.raises(UserInputError, match="fewer than one batch"):
         train(tiny_slim(), train_set, val_set, None, TINY_CONFIG, progress=False)
+
+
+def test_twostage_searches_the_frozen_weights() -> None:
+    train_set, val_set, _ = tiny_data()
+    slim = tiny_slim()
+    result = train(slim, train_set, val_set, None, TINY_CONFIG.replace(method="twostage", epochs=1),
+                   progress=False)
+    weights = {name: p.detach().clone() for name, p in slim.named_parameters()}
+    history = result.history
+    assert len(history) == 12 and all(entry.loss is not None for entry in history)
+    assert history[0].widths == (1.0,) * len(slim.groups) and history[0].cost_ratio == 1.0
+    assert history[1].cost_ratio == pytest.approx(min(entry.cost_ratio for entry in history))
+    ratios = [entry.cost_ratio for entry in history]
+    assert max(ratios) - min(ratios) > 0.5
+    # The search and the front evaluation touch BatchNorm statistics only, never the weights.
+    assert all(torch.equal(p, weights[name]) for name, p in slim.named_parameters())
+    assert len(result.front) >= 1
