@@ -73,11 +73,14 @@ class LossModel:
     """
 
     def __init__(self, space: WidthSpace, history: History, beta: float, max_points: int, seed: int) -> None:
+        # BoTorch takes seconds to import; only the search needs it.
+        from botorch.exceptions import ModelFittingError
         from botorch.fit import fit_gpytorch_mll
         from botorch.models import SingleTaskGP
         from gpytorch.kernels import MaternKernel, ScaleKernel
         from gpytorch.mlls import ExactMarginalLogLikelihood
         from gpytorch.priors import GammaPrior
+        from gpytorch.utils.errors import NotPSDError
 
         scored = torch.nonzero(history.scored()).flatten()[-max_points:]
         if len(scored) < 2:
@@ -96,8 +99,8 @@ class LossModel:
             warnings.simplefilter("ignore")
             try:
                 fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": FIT_MAXITER}})
-            except Exception:  # noqa: BLE001 - an unfitted GP (prior hyper-parameters) still guides
-                pass
+            except (ModelFittingError, NotPSDError):
+                pass  # the GP keeps its initial hyper-parameters: still a usable guide
         self.gp.eval()
 
     def ucb(self, x: Tensor) -> Tensor:
