@@ -37,7 +37,9 @@ class TrainConfig:
         label_smoothing: epsilon of the full network's cross entropy.
         seed: seeds weights-independent randomness: data order, sampling, search.
         num_width_vectors: about how many width vectors ``pareco`` visits over the run; sets the
-            re-sampling period n = steps * num_sampled / num_width_vectors.
+            re-sampling period n = steps * num_sampled / num_width_vectors. Every period re-scores
+            the whole history, so the overhead grows with its square over the steps: the paper's
+            ~1000 suits long runs (hundreds of thousands of steps); 50 suits the demo's 420.
         prior_points: the first width vectors are uniform multipliers, then the full network.
         ucb_beta: UCB of the loss is mu + sqrt(beta) * sigma.
         rho: weight of the linear term of the augmented Chebyshev scalarisation.
