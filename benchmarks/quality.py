@@ -180,8 +180,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--twostage-evals", type=int, default=500)
     parser.add_argument("--data", default="fashion-mnist", help="IDX directory, 'fashion-mnist' or 'embedded'")
     parser.add_argument("--out", type=Path, default=RESULTS / "quality.json")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads; 1 is far faster on an oversubscribed machine")
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     data = load_data(args.data, args.train_size, args.val_size, args.test_size)
     for model_name, cost, method, seed in itertools.product(args.model, args.cost, args.method, args.seed):
         run, settings = run_cell(args, model_name, cost, method, seed, data)

@@ -169,7 +169,8 @@ def render_tables(entries: Sequence[Mapping[str, Any]]) -> str:
         for entry in (e for e in entries if e["cost"] == cost):
             methods = entry["methods"]
             seeds = ", ".join(f"{m} {len(methods[m]['seeds'])}" for m in methods)
-            lines.append(f"**{entry['model']}**, {entry['epochs']} epochs, {entry['train_size']} training "
+            epochs = f"{entry['epochs']} epoch" + ("s" if entry["epochs"] != 1 else "")
+            lines.append(f"**{entry['model']}**, {epochs}, {entry['train_size']} training "
                          f"images (seeds: {seeds})")
             lines.append("")
             bases = [b for b in BASELINES if b in entry["pareco_vs"]]
