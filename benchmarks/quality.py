@@ -39,6 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pareco_fx  # noqa: E402
 from pareco_fx.data import load_fashion_mnist, stratified_indices  # noqa: E402
 from pareco_fx.optim import METHODS, TrainConfig, train  # noqa: E402
+from pareco_fx.optim.checkpoint import write_json  # noqa: E402
 from quality_report import RESULTS, ROOT, aggregate  # noqa: E402
 
 MODELS = ("fashion_resnet", "fashion_mobilenet")
@@ -112,9 +113,7 @@ def merge(path: Path, run: dict[str, Any], settings: dict[str, Any]) -> None:
         data["runs"] = runs
         data.setdefault("settings", {})["/".join(map(str, run_key(run)))] = settings
         data["aggregate"] = aggregate(runs)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
-        os.replace(tmp, path)
+        write_json(path, data)
 
 
 def run_cell(args: argparse.Namespace, model_name: str, cost: str, method: str, seed: int,
@@ -155,7 +154,8 @@ def _csv(kind: type, choices: Sequence[str] | None = None) -> Any:
         values = [kind(v) for v in text.split(",") if v]
         bad = [v for v in values if choices is not None and v not in choices]
         if bad or not values:
-            raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(choices or ())}")
+            hint = f"choose from {', '.join(choices)}" if choices else f"give {kind.__name__} values"
+            raise argparse.ArgumentTypeError(f"{text!r}: {hint}, comma-separated")
         return values
     return parse
 

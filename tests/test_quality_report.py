@@ -3,7 +3,9 @@ validation accuracy, mean/std over seeds, the two-standard-deviation tie rule, h
 reference point (1, 1), and the README section it regenerates."""
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -129,3 +131,18 @@ def test_tables_and_readme_section() -> None:
     assert qr.update_readme(readme, "new\n") == f"# x\n## Quality\n{qr.BEGIN}\nnew\n{qr.END}\n## Layout\n"
     with pytest.raises(ValueError, match="markers"):
         qr.update_readme("# no markers\n", "new\n")
+
+
+def test_merge_replaces_the_same_cell_and_keeps_the_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(_PATH.parent))
+    quality = importlib.import_module("quality")
+    out = tmp_path / "quality.json"
+    first, other = run("pareco", 0, FRONT), run("slim", 0, FRONT)
+    quality.merge(out, first, {"note": "first"})
+    quality.merge(out, other, {"note": "other"})
+    again = {**first, "wall_s": 99.0}
+    quality.merge(out, again, {"note": "again"})
+    data = json.loads(out.read_text())
+    assert [(r["method"], r["wall_s"]) for r in data["runs"]] == [("pareco", 99.0), ("slim", 10.0)]
+    assert data["settings"]["m/flops/pareco/0/3/100"] == {"note": "again"}
+    assert data["aggregate"] == qr.aggregate(data["runs"])
