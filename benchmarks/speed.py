@@ -37,7 +37,9 @@ import os
 import statistics
 import subprocess
 import sys
+import signal
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -89,6 +91,7 @@ class Settings:
         forward_repeats: timed rounds per batch size (same order as ``forward_batches``).
         train_steps: training steps per method (rounded up to whole epochs of equal length).
         rss_epochs: epochs of the ``pareco-fx slim`` run whose memory is measured.
+        rss_stop_after: seconds after which that run is interrupted (Ctrl-C); None: it completes.
     """
 
     models: tuple[str, ...] = ("resnet50", "mobilenet_v2", "densenet121", "efficientnet_b0", "vit_b_16")
@@ -101,11 +104,13 @@ class Settings:
     forward_repeats: tuple[int, ...] = (15, 3)
     train_steps: int = 300
     rss_epochs: int = 1
+    rss_stop_after: float | None = None
 
 
 FULL = Settings()
 QUICK = Settings(models=("mobilenet_v2",), forward_models=("mobilenet_v2",), analysis_repeats=1, cost_configs=1,
-                 cost_repeats=3, forward_repeats=(5, 2), train_steps=8)
+                 cost_repeats=3, forward_repeats=(5, 2), train_steps=8,
+                 rss_stop_after=120.0)
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -343,30 +348,40 @@ def bench_train(steps: int) -> dict[str, Any]:
     return {**runs, "ratio": ratio, "target": TRAIN_TARGET, "meets_target": ratio <= TRAIN_TARGET}
 
 
-def _peak_rss(command: Sequence[str]) -> tuple[float, float, int]:
+def _peak_rss(command: Sequence[str], stop_after: float | None = None) -> tuple[float, float, int]:
     """(peak RSS in MiB, wall seconds, exit code) of one child process, from its own rusage
-    (``os.wait4``: what ``getrusage(RUSAGE_CHILDREN)`` reports, for this child alone)."""
+    (``os.wait4``: what ``getrusage(RUSAGE_CHILDREN)`` reports, for this child alone).
+
+    ``stop_after``: seconds after which the child gets SIGINT (``pareco-fx slim`` then stops at
+    the next step boundary, exit code 130).
+    """
     with tempfile.TemporaryFile() as log:
         t0 = time.perf_counter()
         proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=log)
+        timer = threading.Timer(stop_after, proc.send_signal, [signal.SIGINT]) if stop_after else None
+        if timer:
+            timer.start()
         _, status, usage = os.wait4(proc.pid, 0)
+        if timer:
+            timer.cancel()
         proc.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - t0
-        if proc.returncode:
+        if proc.returncode not in (0, -signal.SIGINT, 128 + signal.SIGINT):
             log.seek(0)
             sys.stderr.write(log.read().decode(errors="replace")[-3000:])
     return usage.ru_maxrss / 1024, wall, proc.returncode
 
 
-def bench_rss(epochs: int) -> dict[str, Any]:
+def bench_rss(epochs: int, stop_after: float | None) -> dict[str, Any]:
     """Peak RSS of ``pareco-fx slim examples/fashion_resnet.py`` and of importing the package."""
     with tempfile.TemporaryDirectory() as out:
         command = [sys.executable, "-m", "pareco_fx", "slim", str(EXAMPLE.relative_to(ROOT)), "--epochs",
                    str(epochs), "--no-progress", "--force", "--out", out]
-        rss, wall, code = _peak_rss(command)
+        rss, wall, code = _peak_rss(command, stop_after)
     base, _, _ = _peak_rss([sys.executable, "-c", "import torch, pareco_fx, pareco_fx.optim"])
     shown = " ".join(["pareco-fx", *command[3:-1], "<tmp>"])
-    return {"command": shown, "exit_code": code, "peak_rss_mib": rss, "wall_s": wall, "import_only_rss_mib": base}
+    return {"command": shown, "exit_code": code, "completed": code == 0, "stop_after_s": stop_after,
+            "peak_rss_mib": rss, "wall_s": wall, "import_only_rss_mib": base}
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -451,11 +466,12 @@ def _table_train(data: dict[str, Any], rows: dict[str, Any]) -> Table:
 
 def _table_rss(data: dict[str, Any], rows: dict[str, Any]) -> Table:
     table = Table(title="Peak RSS of a pareco-fx slim run (MiB)")
-    for col in ("run of", "command", "peak RSS", "import only", "wall (s)", "run"):
+    for col in ("run of", "command", "peak RSS", "import only", "wall (s)", "completed", "run"):
         table.add_column(col, justify="left" if col in ("run of", "command", "run") else "right")
     for name, r in rows.items():
         table.add_row(name, r["command"], f"{r['peak_rss_mib']:.0f}", f"{r['import_only_rss_mib']:.0f}",
-                      f"{r['wall_s']:.0f}", _flag(data, r))
+                      f"{r['wall_s']:.0f}", "yes" if r["completed"] else f"stopped at {r['stop_after_s']:.0f} s",
+                      _flag(data, r))
     return table
 
 
@@ -499,7 +515,7 @@ def run(settings: Settings, sections: Sequence[str], log: Console) -> dict[str, 
         rows["train"]["fashion_resnet"] = bench_train(settings.train_steps)
     if "rss" in sections:
         log.log("rss: pareco-fx slim")
-        rows["rss"]["fashion_resnet"] = bench_rss(settings.rss_epochs)
+        rows["rss"]["fashion_resnet"] = bench_rss(settings.rss_epochs, settings.rss_stop_after)
     return rows
 
 
@@ -521,7 +537,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=OUT, help="results JSON (merged)")
     parser.add_argument("--show", action="store_true", help="print the stored results and exit")
     args = parser.parse_args(argv)
-    console, log = Console(), Console(stderr=True)
+    console = Console(width=None if sys.stdout.isatty() else 200)  # files and pipes get whole rows
+    log = Console(stderr=True)
     sections = _names(args.only, SECTIONS)
     if args.show:
         show(json.loads(args.out.read_text()), sections, console)
