@@ -284,7 +284,7 @@ class _Propagator:
                 else:
                     out = fn(ctx)
                     self.env[node] = out if out is not None else _fixed_tree(shapes)
-                    node.meta[META_KIND] = KIND.get(fn, "custom")
+                    node.meta[META_KIND] = ctx.kind  # a rule may demote its node to "boundary"
                     if ctx.kind == "movement" and isinstance(out, Layout) and out.axis is not None and any(
                             _interleaved(a, self.env.get(a)) for a in node.all_input_nodes):
                         self.fuse_or_tie(node)

@@ -423,13 +423,27 @@ class _Checker:
 
 
 def _touched_groups(an: ChannelAnalysis, node: fx.Node) -> set[int]:
+    """Groups of a node's tensors, and of the tensors its size arguments were read from."""
     gids: set[int] = set()
-    for n in [node, *node.all_input_nodes]:
+    seen, stack, tensors = set(), list(node.all_input_nodes), [node]
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        tensors.append(n)
+        if n.meta.get(META_LAYOUT) is None:  # x.size(), x.shape[i], arithmetic: follow to the tensor
+            stack.extend(n.all_input_nodes)
+    for n in tensors:
         for lay in leaves(n.meta.get(META_LAYOUT)):
             if isinstance(lay, Layout) and lay.labeled:
                 g, _ = an.resolve(lay.vec if lay.axis is not None else lay.raw)
                 gids.update(np.unique(g[g >= 0]).tolist())
     return gids
+
+
+def _frozen(an: ChannelAnalysis) -> set[int]:
+    return {g.id for g in an.groups if not g.slimmable}
 
 
 def _test_units(an: ChannelAnalysis, seed: int = 0) -> list[np.ndarray]:
@@ -443,7 +457,7 @@ def _test_units(an: ChannelAnalysis, seed: int = 0) -> list[np.ndarray]:
 def run(an: ChannelAnalysis) -> tuple[fx.GraphModule, WidthState]:
     """Build the slimmable graph and check it; freeze what cannot follow the widths."""
     gm, state = build(an)
-    for _ in range(8):
+    for _ in range(64):  # each round freezes what failed; the number of groups bounds the rounds
         failures = []
         for units in _test_units(an):
             state.set_units(units)
@@ -452,6 +466,9 @@ def run(an: ChannelAnalysis) -> tuple[fx.GraphModule, WidthState]:
                 break
         if not failures:
             break
+        if not any(_touched_groups(an, n) - _frozen(an) for n, _ in failures):
+            raise AnalysisError(f"slimmify: '{failures[0][0].name}' fails the data-movement check "
+                                f"({failures[0][1]}) with no slimmable group left to freeze; please report this model")
         for node, why in failures:
             origin = node.meta.get("pareco.replaces", (node.op, node.target))[1]
             name = getattr(origin, "__name__", origin)

@@ -45,6 +45,7 @@ def movement(ctx) -> Any:
             out = ctx.module(*args, **kwargs)
     except Exception as e:  # noqa: BLE001 - the op refuses integer labels: be safe, freeze
         ctx.freeze_inputs(f"boundary: {ctx.where} could not be followed on channel labels ({type(e).__name__})")
+        ctx.kind = "boundary"
         return None
 
     def factor(t: Any) -> Any:
@@ -65,6 +66,7 @@ def getitem(ctx) -> Any:
         tensor_index = any(isinstance(ctx.layout(n), Layout) for n in found)
         if tensor_index:
             ctx.freeze_inputs(f"boundary: indexing with a tensor at {ctx.where}")
+            ctx.kind = "boundary"
             return None
         return movement(ctx)
     if isinstance(lay, (tuple, list)):
