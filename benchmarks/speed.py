@@ -39,7 +39,6 @@ import subprocess
 import sys
 import signal
 import tempfile
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -348,28 +347,36 @@ def bench_train(steps: int) -> dict[str, Any]:
     return {**runs, "ratio": ratio, "target": TRAIN_TARGET, "meets_target": ratio <= TRAIN_TARGET}
 
 
-def _peak_rss(command: Sequence[str], stop_after: float | None = None) -> tuple[float, float, int]:
-    """(peak RSS in MiB, wall seconds, exit code) of one child process, from its own rusage
-    (``os.wait4``: what ``getrusage(RUSAGE_CHILDREN)`` reports, for this child alone).
+# Runs argv[2:] as its child and prints that child's peak RSS (KiB) and exit code. The measured
+# process must be a grandchild of this big benchmark process: Linux carries a process's RSS
+# high-water mark across fork and exec, so a direct child would report at least our own RSS.
+_RSS_LAUNCHER = """
+import resource, signal, subprocess, sys
+proc = subprocess.Popen(sys.argv[2:], stdout=subprocess.DEVNULL)
+try:
+    proc.wait(timeout=float(sys.argv[1]) or None)
+except subprocess.TimeoutExpired:
+    proc.send_signal(signal.SIGINT)
+    proc.wait()
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, proc.returncode)
+"""
 
-    ``stop_after``: seconds after which the child gets SIGINT (``pareco-fx slim`` then stops at
+
+def _peak_rss(command: Sequence[str], stop_after: float | None = None) -> tuple[float, float, int]:
+    """(peak RSS in MiB, wall seconds, exit code) of ``command``, from
+    ``getrusage(RUSAGE_CHILDREN)`` in a small launcher process (see ``_RSS_LAUNCHER``).
+
+    ``stop_after``: seconds after which the command gets SIGINT (``pareco-fx slim`` then stops at
     the next step boundary, exit code 130).
     """
-    with tempfile.TemporaryFile() as log:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=log)
-        timer = threading.Timer(stop_after, proc.send_signal, [signal.SIGINT]) if stop_after else None
-        if timer:
-            timer.start()
-        _, status, usage = os.wait4(proc.pid, 0)
-        if timer:
-            timer.cancel()
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        wall = time.perf_counter() - t0
-        if proc.returncode not in (0, -signal.SIGINT, 128 + signal.SIGINT):
-            log.seek(0)
-            sys.stderr.write(log.read().decode(errors="replace")[-3000:])
-    return usage.ru_maxrss / 1024, wall, proc.returncode
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", _RSS_LAUNCHER, str(stop_after or 0), *command], cwd=ROOT,
+                          capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - t0
+    kib, code = (int(v) for v in done.stdout.split())
+    if code not in (0, -signal.SIGINT, 128 + signal.SIGINT):
+        sys.stderr.write(done.stderr[-3000:])
+    return kib / 1024, wall, code
 
 
 def bench_rss(epochs: int, stop_after: float | None) -> dict[str, Any]:
