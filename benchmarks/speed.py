@@ -33,7 +33,6 @@ import argparse
 import importlib
 import json
 import math
-import os
 import statistics
 import subprocess
 import sys
@@ -326,13 +325,15 @@ def _train_once(method: str, steps: int) -> dict[str, Any]:
 
     trainer = importlib.import_module("pareco_fx.optim.trainer")
     samplers = importlib.import_module("pareco_fx.optim.samplers")
+    load_before = load_average()
     with mock.patch.object(trainer, "TrainProgress", clock), suppress(_TrainingDone), _clocked(
             ("sampler", SAMPLERS[method], "propose"), ("search", samplers, "propose_by_search")) as spent:
         train(slim, train_set, val_set, None, config, progress=False)
     bars = clocks[0]
+    load = (load_before, load_average())
     step_s = [b - a for a, b in zip([bars.begin, *bars.stamps], bars.stamps)]
     return {
-        "steps": len(step_s), "epochs": config.epochs, "batch_size": config.batch_size,
+        "steps": len(step_s), "load_average": load, "epochs": config.epochs, "batch_size": config.batch_size,
         "num_sampled": config.num_sampled, "cost": config.cost, "train_s": bars.stamps[-1] - bars.begin,
         "mean_step_s": (bars.stamps[-1] - bars.begin) / len(step_s), "median_step_s": statistics.median(step_s),
         "max_step_s": max(step_s), "sampler_s": spent["sampler"].seconds, "searches": spent["search"].calls,
