@@ -156,7 +156,8 @@ def _check_published_ops(name: str) -> None:
     torch.manual_seed(0)
     model = torchvision.models.get_model(name, weights=None, **({"image_size": size} if name.startswith("vit") else {}))
     slim = pareco_fx.make_slimmable(model.eval(), (torch.randn(2, 3, size, size),))
-    assert slim.cost("flops", 1.0) / 1e9 == pytest.approx(weights.meta["_ops"], rel=0.01)
+    # _ops is published in GFLOPs to three decimals (shufflenet_v2_x0_5: 0.04 for 0.0405)
+    assert slim.cost("flops", 1.0) / 1e9 == pytest.approx(weights.meta["_ops"], rel=0.01, abs=0.0005)
     # inception_v3's published count includes its auxiliary classifier, which eval mode never runs
     aux = sum(p.numel() for n, p in model.named_parameters() if n.startswith(UNUSED_IN_EVAL.get(name, "\0")))
     assert slim.cost("params", 1.0) == weights.meta["num_params"] - aux
