@@ -23,7 +23,7 @@ test: install
 	$(PY) -m pytest -q -n 2 tests
 
 zoo: install
-	$(PY) -m pytest -q -m zoo tests
+	$(PY) -m pytest -q -n 2 -m "zoo or not zoo" tests/test_zoo.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
