@@ -31,8 +31,8 @@ ATTENTION = ("vit", "swin", "maxvit")
 FAST_ZOO = ("resnet18", "mobilenet_v2", "squeezenet1_1", "mnasnet0_5")
 
 
-def check_costs(model: nn.Module, inputs: Sequence[torch.Tensor], *, eager: bool = True, reanalyse: bool = True,
-                seed: int = 0, min_width: float = 0.42) -> None:
+def check_costs(model: nn.Module, inputs: Sequence[torch.Tensor], *, eager: bool = True, seed: int = 0,
+                min_width: float = 0.42) -> None:
     """Assert every cost against its independent measurement at min/random/max widths."""
     torch.manual_seed(seed)
     slim = pareco_fx.make_slimmable(model.eval(), inputs, min_width=min_width)
@@ -46,9 +46,8 @@ def check_costs(model: nn.Module, inputs: Sequence[torch.Tensor], *, eager: bool
         memory = slim.cost("memory", w)
         if ORACLE is not None:
             assert memory == pytest.approx(ORACLE(sub, x1)[0], rel=1e-9), f"memory vs oracle at {w}"
-        if reanalyse:
-            again = pareco_fx.make_slimmable(sub, inputs, min_width=min_width)
-            assert again.cost("memory", 1.0) == pytest.approx(memory, rel=1e-9), f"memory vs re-analysed extract at {w}"
+        again = pareco_fx.make_slimmable(sub, inputs, min_width=min_width)
+        assert again.cost("memory", 1.0) == pytest.approx(memory, rel=1e-9), f"memory vs re-analysed extract at {w}"
         if eager:
             assert_memory_bracketed(memory, sub, x1)
     W = torch.tensor(widths, dtype=torch.float64)  # float32 widths round 0.42·C down differently
@@ -57,26 +56,10 @@ def check_costs(model: nn.Module, inputs: Sequence[torch.Tensor], *, eager: bool
         assert batch == pytest.approx([slim.cost(name, w) for w in widths], rel=1e-12), f"cost_batch {name}"
 
 
-# The channel analysis fails on these scenarios' extracted sub-networks at min width
-# ("slimmify: the data-movement check did not settle"), so their re-analysis is checked apart.
-REANALYSIS_FAILS = {"chunk", "split_concat"}
-
-
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_costs_on_scenario(name: str) -> None:
     scenario = SCENARIOS[name]
-    check_costs(scenario.factory(), scenario.inputs(), eager=name not in MULTI_OP_LEAVES,
-                reanalyse=name not in REANALYSIS_FAILS, seed=len(name))
-
-
-@pytest.mark.parametrize("name", sorted(REANALYSIS_FAILS))
-@pytest.mark.xfail(reason="channel analysis of the extracted sub-network fails (lead's pass)", strict=False)
-def test_memory_of_reanalysed_extract_on_scenario(name: str) -> None:
-    scenario = SCENARIOS[name]
-    slim = pareco_fx.make_slimmable(scenario.factory().eval(), scenario.inputs())
-    sub = slim.extract(slim.min_width)
-    again = pareco_fx.make_slimmable(sub, scenario.inputs())
-    assert again.cost("memory", 1.0) == slim.cost("memory", slim.min_width)
+    check_costs(scenario.factory(), scenario.inputs(), eager=name not in MULTI_OP_LEAVES, seed=len(name))
 
 
 def _zoo_case(name: str) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
