@@ -49,6 +49,7 @@ def make_slimmable(model: nn.Module, example_inputs: Any, min_width: float = 0.4
     inputs = _inputs(example_inputs)
     gm = trace(model, inputs)
     analysis = channel_groups.run(gm, batch_one(inputs), int(divisor))
+    analysis.min_width = float(min_width)  # lets the memory program skip nodes that never peak
     slim_gm, state = slimmify.run(analysis)
     slim = SlimmableModel(slim_gm, state, analysis, float(min_width), int(divisor))
     slim.train(model.training)

@@ -397,7 +397,7 @@ class ChannelAnalysis:
         C = torch.tensor([g.channels for g in self.groups], dtype=torch.float64)
         q = torch.tensor([g.quantum for g in self.groups], dtype=torch.float64)
         U = C / q
-        k = torch.floor(W.to(torch.float64) * C + 1e-9).clamp(min=1)
+        k = torch.floor(W.to(torch.float64) * C + 1e-4).clamp(min=1)  # float32 widths: 0.42 -> 0.41999998
         if self.divisor > 1:
             k = torch.clamp(torch.floor(k / self.divisor) * self.divisor, min=self.divisor)
         u = torch.minimum(torch.clamp(torch.floor(k / q + 1e-9), min=1), U)
