@@ -35,10 +35,12 @@ REGRESSIONS: dict[str, Arch] = {
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(arch=architectures(max_ops=10, max_channels=16))
 def test_random_architecture_keeps_invariants(arch: Arch) -> None:
-    check_invariants(build(arch), arch.example_inputs(), trials=("min", "random", "max"))
+    checked = check_invariants(build(arch), arch.example_inputs(), trials=("min", "random", "max"))
+    assert len(checked.widths) == 3  # every trial ran (the invariants are asserted inside)
 
 
 @pytest.mark.parametrize("name", sorted(REGRESSIONS))
 def test_regression(name: str) -> None:
     arch = REGRESSIONS[name]
-    check_invariants(build(arch), arch.example_inputs(), trials=("min", "random", "max"))
+    checked = check_invariants(build(arch), arch.example_inputs(), trials=("min", "random", "max"))
+    assert len(checked.widths) == 3  # every trial ran (the invariants are asserted inside)

@@ -15,3 +15,4 @@ def test_scenario(name: str) -> None:
     torch.manual_seed(0)
     checked = check_invariants(scenario.factory(), scenario.inputs(), seed=len(name))
     check_expect(checked.slim, scenario.expect)
+    assert all(g.reason for g in checked.slim.groups if not g.slimmable)
