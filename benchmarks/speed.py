@@ -446,12 +446,13 @@ def _table_cost(data: dict[str, Any], rows: dict[str, Any]) -> Table:
 
 def _table_forward(data: dict[str, Any], rows: dict[str, Any]) -> Table:
     table = Table(title=f"Forward (CPU, eval, no_grad): time / original model's (target full width <= {FORWARD_TARGET}x)")
-    for col in ("model", "batch", "original (ms)", "full width", *(f"{round(s * 100)}% FLOPs" for s in FLOPS_SHARES),
-                "run"):
+    for col in ("model", "batch", "original (ms)", "full width",
+                *(f"{round(s * 100)}% FLOPs (width: share)" for s in FLOPS_SHARES), "run"):
         table.add_column(col, justify="left" if col in ("model", "run") else "right")
     for name, r in rows.items():
         for batch, b in r["batches"].items():
-            shares = [f"{b['ratio'][k]:.2f}x (w {s['width']:.2f})" for k, s in r["subnetworks"].items()]
+            shares = [f"{b['ratio'][k]:.2f}x (w {s['width']:.2f}: {s['flops_share']:.0%})"
+                      for k, s in r["subnetworks"].items()]
             table.add_row(name, batch, f"{b['ms']['original']:.1f}", _x(b["ratio"]["slim_full"]), *shares,
                           _flag(data, r))
     return table
@@ -496,6 +497,11 @@ def show(data: dict[str, Any], sections: Sequence[str], console: Console) -> Non
 
 
 # --- driver ----------------------------------------------------------------------------------
+def _stamped(row: dict[str, Any], load_before: float) -> dict[str, Any]:
+    """``row`` with the 1-minute load average before and after it was measured."""
+    return {**row, "load_average": [load_before, load_average()]}
+
+
 def run(settings: Settings, sections: Sequence[str], log: Console) -> dict[str, dict[str, Any]]:
     """Measure ``sections``; model sections run model by model so each model is analysed once."""
     rows: dict[str, dict[str, Any]] = {section: {} for section in sections}
@@ -508,23 +514,33 @@ def run(settings: Settings, sections: Sequence[str], log: Console) -> dict[str, 
         if not wanted:
             continue
         log.log(f"{name}: {', '.join(wanted)}")
-        model = _torchvision(name)
+        model, load = _torchvision(name), load_average()
         if "analysis" in wanted:
-            slim, rows["analysis"][name] = bench_analysis(model, settings.analysis_repeats)
+            slim, row = bench_analysis(model, settings.analysis_repeats)
+            rows["analysis"][name], load = _stamped(row, load), load_average()
         else:
             slim = pareco_fx.make_slimmable(model, (_image(),))
         if "cost" in wanted:
-            rows["cost"][name] = bench_cost(slim, settings.cost_batch, settings.cost_configs, settings.cost_repeats)
+            row = bench_cost(slim, settings.cost_batch, settings.cost_configs, settings.cost_repeats)
+            rows["cost"][name], load = _stamped(row, load), load_average()
         if "forward" in wanted:
-            rows["forward"][name] = bench_forward(model, slim, settings.forward_batches, settings.forward_repeats)
+            row = bench_forward(model, slim, settings.forward_batches, settings.forward_repeats)
+            rows["forward"][name] = _stamped(row, load)
         del model, slim
     if "train" in sections:
         log.log(f"train: pareco and slim, {settings.train_steps} steps each")
-        rows["train"]["fashion_resnet"] = bench_train(settings.train_steps)
+        load = load_average()
+        rows["train"]["fashion_resnet"] = _stamped(bench_train(settings.train_steps), load)
     if "rss" in sections:
         log.log("rss: pareco-fx slim")
-        rows["rss"]["fashion_resnet"] = bench_rss(settings.rss_epochs, settings.rss_stop_after)
+        load = load_average()
+        rows["rss"]["fashion_resnet"] = _stamped(bench_rss(settings.rss_epochs, settings.rss_stop_after), load)
     return rows
+
+
+def _max_load(rows: dict[str, dict[str, Any]]) -> float:
+    """The highest 1-minute load average recorded around any row."""
+    return max((max(row["load_average"]) for section in rows.values() for row in section.values()), default=0.0)
 
 
 def _names(text: str, allowed: Sequence[str] | None = None) -> tuple[str, ...]:
@@ -560,13 +576,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.train_steps:
         settings = replace(settings, train_steps=args.train_steps)
     torch.set_num_threads(THREADS)
-    load_before, t0 = load_average(), time.perf_counter()
+    info, load_before, t0 = machine_info(), load_average(), time.perf_counter()
     rows = run(settings, sections, log)
     load_after = load_average()
-    info = machine_info()
     run_info = {**info, "quick": args.quick, "settings": asdict(settings), "command": " ".join(sys.argv),
                 "wall_s": round(time.perf_counter() - t0, 1), "load_before": load_before, "load_after": load_after,
-                "load_max": max(load_before, load_after), "loaded": max(load_before, load_after) >= LOADED}
+                "load_max": max(load_before, load_after, _max_load(rows))}
+    run_info["loaded"] = run_info["load_max"] >= LOADED
     data = merge(args.out, str(info["date"]), run_info, rows)
     show({**data, "sections": {s: {k: data["sections"][s][k] for k in r} for s, r in rows.items()}}, sections, console)
     log.print(f"wrote {args.out} ({run_info['wall_s']:.0f} s; 1-min load {load_before} -> {load_after})")
