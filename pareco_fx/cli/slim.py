@@ -8,15 +8,17 @@ the plots ``front.png`` and ``widths.png``.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from pareco_fx.cli.context import AppContext, check_names, debug_option, emit_json, pass_app
 from pareco_fx.errors import CheckpointError, UserInputError
+
+if TYPE_CHECKING:
+    from pareco_fx.optim.distributed import Comm
 
 __all__ = ["slim_cmd", "SOURCE", "load_data", "read_source"]
 
@@ -84,7 +86,22 @@ def slim_cmd(app: AppContext, model_spec: str, cost: str | None, method: str | N
              batch_size: int | None, lr: float | None, min_width: float | None, divisor: int | None,
              data: str | None, input_shape: str | None, out_dir: str | None, seed: int | None, resume: bool,
              force: bool, no_progress: bool, as_json: bool) -> None:
-    """Train MODEL's shared weights and per-group widths; write the front to the run directory."""
+    """Train MODEL's shared weights and per-group widths; write the front to the run directory.
+
+    Under ``torchrun`` every process runs this command; they train together (see the README's
+    multi-process section) and only rank 0 writes the run directory and prints.
+    """
+    from pareco_fx.optim.distributed import distributed_from_env
+
+    with distributed_from_env() as comm:
+        _slim(app, comm, model_spec, cost, method, epochs, batch_size, lr, min_width, divisor, data, input_shape,
+              out_dir, seed, resume, force, no_progress, as_json)
+
+
+def _slim(app: AppContext, comm: Comm, model_spec: str, cost: str | None, method: str | None, epochs: int | None,
+          batch_size: int | None, lr: float | None, min_width: float | None, divisor: int | None, data: str | None,
+          input_shape: str | None, out_dir: str | None, seed: int | None, resume: bool, force: bool,
+          no_progress: bool, as_json: bool) -> None:
     import torch
 
     import pareco_fx
@@ -101,7 +118,7 @@ def slim_cmd(app: AppContext, model_spec: str, cost: str | None, method: str | N
                                    seed=seed).items() if v is not None}
     fresh = TrainConfig().replace(**given)
     out = Path(out_dir or Path("runs") / f"{modelfile.spec_name(model_spec)}-{fresh.method}-{fresh.cost}")
-    stored = _stored_run(out, resume, force)
+    stored = comm.on_main(lambda: _stored_run(out, resume, force))  # the run directory is rank 0's
     config = TrainConfig.from_dict(stored["config"]).replace(**given) if stored else fresh
     src = {**_DEFAULTS, **(stored["source"] if stored else {})}
     shape = list(modelfile.parse_input_shape(input_shape)) if input_shape else None
@@ -119,17 +136,19 @@ def slim_cmd(app: AppContext, model_spec: str, cost: str | None, method: str | N
     _check_fits(loaded, train_set, src["data"])
     slim = pareco_fx.make_slimmable(loaded.model, loaded.example_inputs, min_width=src["min_width"],
                                     divisor=src["divisor"])
-    main = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes and prints
-    if main and not stored:
+    if comm.device.type == "cuda":  # nccl: one GPU per local rank
+        slim.to(comm.device)
+    if comm.is_main and not stored:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / SOURCE, src)
     try:
         train(slim, train_set, val_set, test_set, config=config, run_dir=out, resume=resume,
               progress=not no_progress, force=force, model_name=loaded.name)
     except KeyboardInterrupt:
-        app.err.print(f"interrupted: the last checkpoint is in {out}; continue with --resume --out {out}")
+        if comm.is_main:
+            app.err.print(f"interrupted: the last checkpoint is in {out}; continue with --resume --out {out}")
         sys.exit(130)
-    if not main:
+    if not comm.is_main:
         return
 
     front = load_front(out)

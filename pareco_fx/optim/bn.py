@@ -7,6 +7,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from pareco_fx.optim.distributed import Comm
+
 __all__ = ["recalibrate_bn"]
 
 
@@ -14,6 +16,7 @@ def recalibrate_bn(
     model: nn.Module,
     batches: Iterable[tuple[Tensor, Tensor]],
     loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+    comm: Comm = Comm(),
 ) -> float | None:
     """Reset every BatchNorm's statistics and re-estimate them as a cumulative average.
 
@@ -25,6 +28,9 @@ def recalibrate_bn(
         batches: ``(inputs, labels)`` pairs, usually training batches.
         loss_fn: when given, the mean of ``loss_fn(logits, labels)`` over the batches is returned
             (weighted by batch size).
+        comm: under ``torch.distributed``, each rank passes its shard of the batches; the
+            running means and variances are then averaged over ranks and the loss over all
+            examples.
 
     Returns:
         The mean loss, or ``None`` without ``loss_fn``.
@@ -48,4 +54,8 @@ def recalibrate_bn(
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
         model.train(was_training)
-    return total / count if loss_fn is not None and count else None
+    comm.average_bn_stats(model)
+    if loss_fn is None:
+        return None
+    total, count = comm.sum(torch.tensor([total, count], dtype=torch.float64)).tolist()
+    return total / count if count else None

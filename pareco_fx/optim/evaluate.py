@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pareco_fx.optim.distributed import Comm
+
 __all__ = ["accuracy", "score_widths", "smoothed_ce", "soft_ce"]
 
 
@@ -38,12 +40,13 @@ def score_widths(
     return losses
 
 
-def accuracy(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]) -> float:
-    """Top-1 accuracy in eval mode."""
+def accuracy(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], comm: Comm = Comm()) -> float:
+    """Top-1 accuracy in eval mode (over the batches of every rank under ``torch.distributed``)."""
     correct, count = 0, 0
     model.eval()
     with torch.no_grad():
         for x, y in batches:
             correct += int((model(x).argmax(dim=1) == y).sum())
             count += len(y)
+    correct, count = (int(v) for v in comm.sum(torch.tensor([correct, count], dtype=torch.int64)).tolist())
     return correct / max(count, 1)

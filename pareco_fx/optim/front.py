@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from pareco_fx.optim.bn import recalibrate_bn
+from pareco_fx.optim.distributed import Comm
 from pareco_fx.optim.evaluate import accuracy
 from pareco_fx.optim.history import History
 from pareco_fx.optim.pareto import non_dominated, peel_until_coverage
@@ -107,6 +108,7 @@ def evaluate_widths(
     test_batches: Batches | None,
     loss_fn: Callable[[Tensor, Tensor], Tensor],
     on_point: Callable[[], None] | None = None,
+    comm: Comm = Comm(),
 ) -> list[FrontPoint]:
     """Recalibrate BN and score every width vector of ``W`` (in order).
 
@@ -119,14 +121,16 @@ def evaluate_widths(
         test_batches: test batches (report only) or ``None``.
         loss_fn: loss of ``(logits, labels)`` reported as ``train_loss``.
         on_point: called after each point (progress).
+        comm: under ``torch.distributed``, the batches are this rank's shards; BN statistics,
+            losses and accuracies are reduced over ranks.
     """
     ratios = space.ratio(W) if len(W) else torch.zeros(0)
     points = []
     for widths, ratio in zip(W, ratios):
         channels = _channels(slim, widths)
-        train_loss = recalibrate_bn(slim, recal_batches, loss_fn)
-        val_acc = accuracy(slim, val_batches)
-        test_acc = accuracy(slim, test_batches) if test_batches is not None else None
+        train_loss = recalibrate_bn(slim, recal_batches, loss_fn, comm)
+        val_acc = accuracy(slim, val_batches, comm)
+        test_acc = accuracy(slim, test_batches, comm) if test_batches is not None else None
         points.append(FrontPoint(tuple(widths.tolist()), channels, float(ratio) * space.cost_full, float(ratio),
                                  float(train_loss), val_acc, test_acc))  # type: ignore[arg-type]
         if on_point is not None:

@@ -11,7 +11,7 @@ import math
 import random
 import signal
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from pareco_fx.errors import CheckpointError, ParecoError, UserInputError
 from pareco_fx.optim.checkpoint import (
@@ -32,6 +32,7 @@ from pareco_fx.optim.checkpoint import (
     write_json,
 )
 from pareco_fx.optim.config import TrainConfig
+from pareco_fx.optim.distributed import Comm
 from pareco_fx.optim.evaluate import score_widths, smoothed_ce, soft_ce
 from pareco_fx.optim.front import (
     FrontPoint,
@@ -100,9 +101,19 @@ def _seed(seed: int, purpose: int, index: int) -> int:
     return (seed * 1_000_003 + purpose * 7_919 + index) % (2**63)
 
 
-def _index_batches(size: int, batch_size: int, seed: int) -> list[list[int]]:
-    order = torch.randperm(size, generator=torch.Generator().manual_seed(seed)).tolist()
-    return [order[i: i + batch_size] for i in range(0, size - batch_size + 1, batch_size)]
+def _index_batches(data: Dataset, batch_size: int, seed: int, epoch: int, comm: Comm) -> list[list[int]]:
+    """This rank's shares of the full batches of ``epoch``'s shuffled order.
+
+    A ``DistributedSampler`` deals the order out to the ranks one example at a time, so rank r's
+    batch i (``batch_size / world_size`` examples) and the other ranks' batch i together hold
+    exactly the examples of the single-process batch i: the global batch does not depend on the
+    number of processes.
+    """
+    sampler = DistributedSampler(data, num_replicas=comm.world_size, rank=comm.rank, shuffle=True, seed=seed,
+                                 drop_last=True)
+    sampler.set_epoch(epoch)
+    order, local = list(sampler), batch_size // comm.world_size
+    return [order[i: i + local] for i in range(0, len(order) - local + 1, local)]
 
 
 def _loader(data: Dataset, batches: Sequence[Sequence[int]], num_workers: int, seed: int) -> DataLoader:
@@ -112,10 +123,18 @@ def _loader(data: Dataset, batches: Sequence[Sequence[int]], num_workers: int, s
                       generator=torch.Generator().manual_seed(seed))
 
 
-def _eval_batches(data: Dataset | None, config: TrainConfig) -> list[tuple[Tensor, Tensor]] | None:
+def _to(batches: Iterable[tuple[Tensor, Tensor]], device: torch.device) -> list[tuple[Tensor, Tensor]]:
+    return [(x.to(device), y.to(device)) for x, y in batches]
+
+
+def _eval_batches(
+    data: Dataset | None, config: TrainConfig, comm: Comm, device: torch.device
+) -> list[tuple[Tensor, Tensor]] | None:
+    """This rank's share of an evaluation split (every world_size-th example), in batches."""
     if data is None:
         return None
-    return list(DataLoader(data, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers))
+    shard = Subset(data, comm.shard(range(len(data))))  # type: ignore[arg-type]
+    return _to(DataLoader(shard, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers), device)
 
 
 def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
@@ -156,10 +175,22 @@ class _StopRequest:
 
 
 class _Trainer:
-    """One run's state: model, optimiser, sampler, step, and the run directory."""
+    """One run's state: model, optimiser, sampler, step, and the run directory.
 
-    def __init__(self, slim: nn.Module, train_data: Dataset, config: TrainConfig, run_dir: Path | None) -> None:
-        self.slim, self.train_data, self.config, self.run_dir = slim, train_data, config, run_dir
+    Under ``torch.distributed`` every rank holds one; only rank 0's sampler decides and only
+    rank 0 writes the run directory.
+    """
+
+    def __init__(self, slim: nn.Module, train_data: Dataset, config: TrainConfig, run_dir: Path | None,
+                 comm: Comm) -> None:
+        self.slim, self.train_data, self.config, self.run_dir, self.comm = slim, train_data, config, run_dir, comm
+        if config.batch_size % comm.world_size:
+            raise UserInputError(
+                f"the batch size {config.batch_size} (the global batch) does not divide among {comm.world_size} "
+                f"processes; choose a multiple of {comm.world_size}"
+            )
+        self.device = next(slim.parameters()).device
+        self.params = [p for p in slim.parameters() if p.requires_grad]
         self.space = WidthSpace.from_slim(slim, config.cost)
         per_epoch = len(train_data) // config.batch_size  # type: ignore[arg-type]
         if per_epoch == 0:
@@ -206,25 +237,35 @@ class _Trainer:
         self.step = int(payload["step"])
 
     def save(self) -> None:
-        if self.run_dir is None:
+        if self.run_dir is None or not self.comm.is_main:
             return
         save_checkpoint(self.run_dir / CHECKPOINT, self.state())
         write_json(self.run_dir / HISTORY, _history_json(self.config, self.sampler.history, self.sampler))
 
     # -- training ----------------------------------------------------------------------------
     def epoch_batches(self, epoch: int, offset: int) -> Iterator[tuple[Tensor, Tensor]]:
-        seed = _seed(self.config.seed, _ORDER, epoch)
-        batches = _index_batches(len(self.train_data), self.config.batch_size, seed)  # type: ignore[arg-type]
-        return iter(_loader(self.train_data, batches[offset: self.steps_per_epoch], self.config.num_workers, seed))
+        seed = _seed(self.config.seed, _ORDER, 0)
+        batches = _index_batches(self.train_data, self.config.batch_size, seed, epoch, self.comm)
+        loader_seed = _seed(self.config.seed, _ORDER, epoch)
+        return iter(_loader(self.train_data, batches[offset: self.steps_per_epoch], self.config.num_workers,
+                            loader_seed))
 
-    def check(self, loss: Tensor, widths: Tensor) -> None:
-        if not torch.isfinite(loss):
+    def check(self, losses: Tensor, passes: Sequence[Tensor]) -> None:
+        """Raise on the first non-finite loss of the step (``losses``: one per pass, averaged
+        over ranks, so every rank raises together)."""
+        bad = torch.nonzero(~torch.isfinite(losses)).flatten()
+        if len(bad):
+            first = int(bad[0])
             epoch, batch = divmod(self.step, self.steps_per_epoch)
             kept = f"; the last good checkpoint in {self.run_dir} is kept" if self.run_dir else ""
             raise NonFiniteLossError(
-                f"non-finite loss ({float(loss.detach())}) at step {self.step} (epoch {epoch + 1}, batch {batch + 1}) "
-                f"with widths {_widths_text(widths)}; lower the learning rate (--lr) or check the data{kept}"
+                f"non-finite loss ({float(losses[first])}) at step {self.step} (epoch {epoch + 1}, batch {batch + 1}) "
+                f"with widths {_widths_text(passes[first])}; lower the learning rate (--lr) or check the data{kept}"
             )
+
+    def score_local(self, W: Tensor, batches: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, int]:
+        """Mean loss of each width vector on this rank's ``batches``, and their example count."""
+        return score_widths(self.slim, W, batches, self.config.label_smoothing), sum(len(y) for _, y in batches)
 
     def train_step(self, x: Tensor, y: Tensor) -> tuple[float, Tensor]:
         """One sandwich step; returns the full network's loss and the sampled vectors' cost ratios."""
@@ -232,23 +273,27 @@ class _Trainer:
         lr = learning_rate(config, self.step, self.total_steps, self.steps_per_epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        archs = self.sampler.propose(self.step, lambda W: score_widths(slim, W, [(x, y)], config.label_smoothing))
+        # Rank 0's sampler decides; its re-scoring of the history runs on every rank's shard.
+        archs = self.comm.lead(lambda score: self.sampler.propose(self.step, score),
+                               lambda W: self.score_local(W, [(x, y)]))
         slim.train()
         self.optimizer.zero_grad(set_to_none=True)
-        full = space.full()
-        slim.set_widths(full.tolist())  # type: ignore[operator]
+        passes = [space.full(), *archs, space.smallest()]
+        slim.set_widths(passes[0].tolist())  # type: ignore[operator]
         logits = slim(x)
         loss = smoothed_ce(logits, y, config.label_smoothing)
-        self.check(loss, full)
         loss.backward()
+        losses = [loss.detach()]
         target = logits.detach().softmax(dim=1)
-        for widths in [*archs, space.smallest()]:
+        for widths in passes[1:]:
             slim.set_widths(widths.tolist())  # type: ignore[operator]
             distill = soft_ce(slim(x), target)
-            self.check(distill, widths)
             distill.backward()
+            losses.append(distill.detach())
+        mean = self.comm.reduce_step(self.params, torch.stack(losses).double().cpu())
+        self.check(mean, passes)
         self.optimizer.step()
-        return float(loss.detach()), space.ratio(archs) if len(archs) else archs.new_zeros(0)
+        return float(mean[0]), space.ratio(archs) if len(archs) else archs.new_zeros(0)
 
     def run(self, progress: TrainProgress) -> None:
         progress.start_training(self.total_steps, self.step)
@@ -256,11 +301,11 @@ class _Trainer:
             while self.step < self.total_steps:
                 epoch, offset = divmod(self.step, self.steps_per_epoch)
                 for x, y in self.epoch_batches(epoch, offset):
-                    loss, ratios = self.train_step(x, y)
+                    loss, ratios = self.train_step(x.to(self.device), y.to(self.device))
                     self.step += 1
                     progress.advance(self.step // self.steps_per_epoch + (self.step % self.steps_per_epoch > 0),
                                      self.config.epochs, loss, ratios)
-                    if stop.requested:
+                    if self.comm.any(stop.requested):  # every rank stops at the same step
                         self.save()
                         raise KeyboardInterrupt(f"stopped at step {self.step}; checkpoint written")
                 self.save()
@@ -349,6 +394,12 @@ def train(
         force: overwrite a run directory that already holds a checkpoint.
         model_name: name recorded in ``front.json`` (default: the model's class name).
 
+    Under ``torch.distributed`` (call it on every rank of an initialised process group, e.g.
+    under ``torchrun``) the ranks share each global batch of ``config.batch_size`` examples,
+    average their gradients, train the width vectors rank 0 decides, and reduce BN statistics
+    and accuracies; only rank 0 writes ``run_dir`` and draws progress. Every rank returns the
+    same result. See :mod:`pareco_fx.optim.distributed`.
+
     Returns:
         The front, the uniform-width comparison points, the history and the configuration.
 
@@ -358,50 +409,64 @@ def train(
         NonFiniteLossError: a loss became NaN/inf (the last epoch's checkpoint stays).
         KeyboardInterrupt: on Ctrl-C, after writing a checkpoint at the step boundary.
     """
+    comm = Comm.current()
     path = Path(run_dir) if run_dir is not None else None
-    payload = _prepare_run_dir(path, resume, force)
+    # Rank 0 reads the run directory and hands its checkpoint (or its error) to every rank, so
+    # no other rank needs the directory: a shared file system is not required.
+    payload = comm.on_main(lambda: _prepare_run_dir(path, resume, force))
     config = _resolve_config(config, payload, path)
-    trainer = _Trainer(slim, train_data, config, path)
+    trainer = _Trainer(slim, train_data, config, path, comm)
     if payload is not None:
         trainer.restore(payload, path / CHECKPOINT)  # type: ignore[operator]
     else:
         torch.manual_seed(config.seed)
         random.seed(config.seed)
         np.random.seed(config.seed % 2**32)
-    if path is not None:
+    comm.sync_module(slim)  # every rank starts from rank 0's weights
+    if path is not None and comm.is_main:
         path.mkdir(parents=True, exist_ok=True)
         write_json(path / CONFIG, config.to_dict())
-    with TrainProgress(progress) as bars:
+    with TrainProgress(progress and comm.is_main) as bars:
         trainer.run(bars)
         history, front, uniform = _build_front(trainer, val_data, test_data, bars)
     inner = getattr(slim, "model", None)
     name = model_name or type(inner if isinstance(inner, nn.Module) else slim).__name__
     result = TrainResult(front, uniform, history.entries(), config, path, trainer.space.cost_full)
-    if path is not None:
+    if path is not None and comm.is_main:
         _write_results(path, result, trainer, history, name)
+    comm.barrier()  # the run directory is complete when train() returns on any rank
     return result
 
 
 def _build_front(
     trainer: _Trainer, val_data: Dataset, test_data: Dataset | None, bars: TrainProgress
 ) -> tuple[History, tuple[FrontPoint, ...], tuple[FrontPoint, ...]]:
-    config, slim, space = trainer.config, trainer.slim, trainer.space
+    config, slim, space, comm = trainer.config, trainer.slim, trainer.space, trainer.comm
     seed = _seed(config.seed, _RECAL, 0)
-    recal_sets = _index_batches(len(trainer.train_data), config.batch_size, seed)  # type: ignore[arg-type]
-    recal = list(_loader(trainer.train_data, recal_sets[: config.recal_batches], config.num_workers, seed))
-    val, test = _eval_batches(val_data, config), _eval_batches(test_data, config)
+    recal_sets = _index_batches(trainer.train_data, config.batch_size, seed, 0, comm)
+    recal = _to(_loader(trainer.train_data, recal_sets[: config.recal_batches], config.num_workers, seed),
+                trainer.device)
+    val = _eval_batches(val_data, config, comm, trainer.device)
+    test = _eval_batches(test_data, config, comm, trainer.device)
 
-    def score(W: Tensor) -> Tensor:
-        return score_widths(slim, W, recal[:SCORE_BATCHES], config.label_smoothing)
+    def score_local(W: Tensor) -> tuple[Tensor, int]:
+        return trainer.score_local(W, recal[:SCORE_BATCHES])
 
-    if config.method == "twostage":
+    def search(score: Callable[[Tensor], Tensor]) -> Tensor:
         bars.start("search", config.twostage_evals)
-        history = bayesian_search(space, score, config, trainer.sampler.generator, config.twostage_evals,
-                                  on_batch=bars.update)
+        found = bayesian_search(space, score, config, trainer.sampler.generator, config.twostage_evals,
+                                on_batch=bars.update)
+        return _pack(found)
+
+    def rescore(score: Callable[[Tensor], Tensor]) -> Tensor:
+        history = trainer.sampler.history  # rank 0's: the other ranks' samplers never decide
+        history.losses = score(history.widths).double()
+        return _pack(history)
+
+    if config.method == "slim":
+        history = History(space.num_groups)
     else:
-        history = trainer.sampler.history
-        if len(history):
-            history.losses = score(history.widths).double()
+        history = _unpack(comm.lead(search if config.method == "twostage" else rescore, score_local))
 
     def loss_fn(logits: Tensor, labels: Tensor) -> Tensor:
         return smoothed_ce(logits, labels, config.label_smoothing)
@@ -410,10 +475,23 @@ def _build_front(
     candidates = None if config.method == "slim" else distinct_widths(
         slim, front_candidates(history, space, config.front_coverage))
     bars.start("front", len(uniform_W) + (0 if candidates is None else len(candidates)))
-    uniform = tuple(evaluate_widths(slim, uniform_W, space, recal, val, test, loss_fn, bars.advance_one))
+    uniform = tuple(evaluate_widths(slim, uniform_W, space, recal, val, test, loss_fn, bars.advance_one, comm))
     evaluated = uniform if candidates is None else evaluate_widths(slim, candidates, space, recal, val, test,
-                                                                   loss_fn, bars.advance_one)
+                                                                   loss_fn, bars.advance_one, comm)
     return history, select_front(evaluated), uniform
+
+
+def _pack(history: History) -> Tensor:
+    """A history as one ``[N, G + 3]`` float64 tensor (widths, ratio, loss, step), to broadcast."""
+    return torch.cat([history.widths, history.ratios[:, None], history.losses[:, None],
+                      history.steps[:, None].double()], dim=1)
+
+
+def _unpack(packed: Tensor) -> History:
+    history = History(packed.shape[1] - 3)
+    history.load_state_dict({"widths": packed[:, :-3], "ratios": packed[:, -3], "losses": packed[:, -2],
+                             "steps": packed[:, -1].round().long()})
+    return history
 
 
 def _write_results(path: Path, result: TrainResult, trainer: _Trainer, history: History, name: str) -> None:
