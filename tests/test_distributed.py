@@ -1,0 +1,207 @@
+"""Multi-process training: two CPU processes over ``gloo``, as ``torchrun`` launches them.
+
+The CLI test runs ``torchrun --nproc_per_node=2 -m pareco_fx slim`` exactly as a user does; a
+``sitecustomize`` module on the children's path (test-only) records, on each rank, the width
+vectors rank 0 decided and a hash of the weights after every step.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from click.testing import CliRunner
+from torch.utils.data import Dataset
+
+OPTIM_TESTS = Path(__file__).resolve().parent / "optim"
+sys.path.insert(0, str(OPTIM_TESTS))  # optim_helpers, also for the spawned workers
+
+from optim_helpers import TINY_CONFIG, TinyNet, tiny_data, tiny_slim  # noqa: E402
+
+import pareco_fx  # noqa: E402
+from pareco_fx.cli.main import cli  # noqa: E402
+from pareco_fx.errors import UserInputError  # noqa: E402
+from pareco_fx.optim import NonFiniteLossError, load_checkpoint, load_weights, train  # noqa: E402
+
+MODEL_FILE = """
+import sys
+sys.path.insert(0, {helpers!r})
+import torch
+from optim_helpers import TinyNet, quadrants
+
+
+def model():
+    return TinyNet()
+
+
+def example_inputs():
+    return (torch.randn(2, 1, 8, 8),)
+
+
+def datasets():
+    return quadrants(192, 0), quadrants(64, 1), quadrants(64, 2)
+"""
+
+# Loaded by every Python process whose path holds it; only torchrun's workers record.
+RECORDER = """
+import os
+
+if "LOCAL_RANK" in os.environ and os.environ.get("PARECO_RECORD"):
+    import hashlib, json
+
+    from pareco_fx.optim import trainer
+    from pareco_fx.optim.distributed import Comm
+
+    _out = open(os.path.join(os.environ["PARECO_RECORD"], f"rank{os.environ['RANK']}.jsonl"), "w")
+    _lead, _step = Comm.lead, trainer._Trainer.train_step
+
+    def _record(**entry):
+        _out.write(json.dumps(entry) + "\\n")
+        _out.flush()
+
+    def lead(self, decide, score_local):
+        result = _lead(self, decide, score_local)
+        _record(kind="lead", widths=result.tolist())
+        return result
+
+    def train_step(self, x, y):
+        result = _step(self, x, y)
+        weights = b"".join(p.detach().numpy().tobytes() for p in self.slim.parameters())
+        _record(kind="step", step=self.step + 1, weights=hashlib.sha256(weights).hexdigest(),
+                batch=hashlib.sha256(x.numpy().tobytes()).hexdigest(), size=len(y))
+        return result
+
+    Comm.lead, trainer._Trainer.train_step = lead, train_step
+"""
+
+STEPS = 12  # 2 epochs of 192 // 32 batches; the default pareco sampler searches from step 10 on
+RUN_FILES = {"config.json", "checkpoint.pt", "history.json", "front.json", "front.csv", "front.png", "widths.png",
+             "source.json"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _weights_hash(tensors: list[torch.Tensor]) -> str:
+    return hashlib.sha256(b"".join(t.numpy().tobytes() for t in tensors)).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def torchrun_run(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("torchrun")
+    (root / "tiny_model.py").write_text(textwrap.dedent(MODEL_FILE.format(helpers=str(OPTIM_TESTS))))
+    (root / "site").mkdir()
+    (root / "site" / "sitecustomize.py").write_text(textwrap.dedent(RECORDER))
+    record = root / "record"
+    record.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PARECO_RECORD": str(record),
+           "PYTHONPATH": os.pathsep.join([str(root / "site"), os.environ.get("PYTHONPATH", "")])}
+    out = root / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+               f"--master_port={_free_port()}", "-m", "pareco_fx", "slim", str(root / "tiny_model.py"),
+               "--epochs", "2", "--batch-size", "32", "--no-progress", "--json", "--out", str(out)]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return {"root": root, "run": out, "record": record, "stdout": proc.stdout}  # type: ignore[dict-item]
+
+
+def test_torchrun_ranks_train_the_same_widths_and_weights(torchrun_run) -> None:
+    ranks = [_read(torchrun_run["record"] / f"rank{r}.jsonl") for r in (0, 1)]
+    steps = [[e for e in rank if e["kind"] == "step"] for rank in ranks]
+    leads = [[e["widths"] for e in rank if e["kind"] == "lead"] for rank in ranks]
+    assert [e["step"] for e in steps[0]] == [e["step"] for e in steps[1]] == list(range(1, STEPS + 1))
+    # one decision per step, then the final re-score of the history; identical on both ranks
+    assert len(leads[0]) == STEPS + 1 and leads[0] == leads[1]
+    # the weights agree after every step, while each rank saw its own half of the global batch
+    for a, b in zip(*steps):
+        assert a["weights"] == b["weights"] and a["size"] == b["size"] == 16 and a["batch"] != b["batch"]
+    assert len({e["weights"] for e in steps[0]}) == STEPS  # they changed at every step
+    trained = torch.tensor([row for widths in leads[0][:STEPS] for row in widths], dtype=torch.float64)
+    assert (trained[:20, 0] == trained[:20, 1]).all()  # the prior: uniform multipliers
+    assert (trained[21:, 0] != trained[21:, 1]).all()  # then the GP-guided search (per-group widths)
+    # the run's history is what the ranks trained, with the losses re-scored across ranks
+    history = json.loads((torchrun_run["run"] / "history.json").read_text())
+    assert torch.equal(torch.tensor([e["widths"] for e in history["entries"]], dtype=torch.float64), trained)
+    final = torch.tensor(leads[0][STEPS], dtype=torch.float64)
+    assert torch.equal(final[:, :-3], trained)
+    assert [e["loss"] for e in history["entries"]] == final[:, -2].tolist()
+
+
+def test_torchrun_run_directory_is_complete_and_loadable(torchrun_run) -> None:
+    run = torchrun_run["run"]
+    assert {p.name for p in run.iterdir()} == RUN_FILES  # written once, by rank 0
+    checkpoint = load_checkpoint(run / "checkpoint.pt")
+    assert checkpoint["step"] == STEPS
+    slim = pareco_fx.make_slimmable(TinyNet(), (torch.randn(2, 1, 8, 8),))
+    load_weights(slim, run)
+    last = [e for e in _read(torchrun_run["record"] / "rank1.jsonl") if e["kind"] == "step"][-1]
+    assert _weights_hash([p.detach() for p in slim.parameters()]) == last["weights"]
+    printed = json.loads(torchrun_run["stdout"])  # only rank 0 printed
+    shown = CliRunner().invoke(cli, ["front", str(run), "--json"], catch_exceptions=False)
+    assert shown.exit_code == 0
+    stored = json.loads((run / "front.json").read_text())
+    assert json.loads(shown.stdout)["runs"][0]["points"] == printed["points"]
+    assert [p["widths"] for p in printed["points"]] == [p["widths"] for p in stored["points"]]
+
+
+class _PoisonedOnRank(Dataset):
+    """NaN inputs from the third training step on (16 examples per step), on one rank only."""
+
+    def __init__(self, base: Dataset, poison: bool) -> None:
+        self.base, self.poison, self.calls = base, poison, 0
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int):
+        x, y = self.base[index]
+        self.calls += 1
+        return (torch.full_like(x, float("nan")) if self.poison and self.calls > 32 else x), y
+
+
+def _worker(rank: int, port: int, tmp: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    outcomes = {}
+    try:
+        train_set, val_set, _ = tiny_data()
+        held = Path(tmp) / "held"
+        try:  # rank 0 finds a run there; every rank must refuse, none may wait for the others
+            train(tiny_slim(), train_set, val_set, None, TINY_CONFIG, run_dir=held, progress=False)
+        except UserInputError as exc:
+            outcomes["held"] = str(exc)
+        try:
+            train(tiny_slim(), _PoisonedOnRank(train_set, rank == 1), val_set, None, TINY_CONFIG, progress=False)
+        except NonFiniteLossError as exc:
+            outcomes["nan"] = str(exc)
+    finally:
+        dist.destroy_process_group()
+    (Path(tmp) / f"rank{rank}.json").write_text(json.dumps(outcomes))
+
+
+def test_errors_stop_every_rank(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "held").mkdir()
+    (tmp_path / "held" / "checkpoint.pt").write_bytes(b"a run")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    outcomes = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert outcomes[0] == outcomes[1]
+    assert "already holds a training run" in outcomes[0]["held"]
+    assert "non-finite loss (nan) at step 2 (epoch 1, batch 3) with widths [1.000, 1.000" in outcomes[0]["nan"]
+    assert (tmp_path / "held" / "checkpoint.pt").read_bytes() == b"a run"
