@@ -9,10 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -33,10 +35,11 @@ from pareco_fx.errors import UserInputError  # noqa: E402
 from pareco_fx.optim import NonFiniteLossError, load_checkpoint, load_weights, train  # noqa: E402
 
 MODEL_FILE = """
+import os
 import sys
 sys.path.insert(0, {helpers!r})
 import torch
-from optim_helpers import TinyNet, quadrants
+from optim_helpers import SlowData, TinyNet, quadrants
 
 
 def model():
@@ -48,7 +51,10 @@ def example_inputs():
 
 
 def datasets():
-    return quadrants(192, 0), quadrants(64, 1), quadrants(64, 2)
+    train = quadrants(192, 0)
+    if os.environ.get("SLOW_DATA"):  # the same examples, slowly: time to interrupt the run
+        train = SlowData(train, float(os.environ["SLOW_DATA"]))
+    return train, quadrants(64, 1), quadrants(64, 2)
 """
 
 # Loaded by every Python process whose path holds it; only torchrun's workers record.
@@ -102,6 +108,17 @@ def _weights_hash(tensors: list[torch.Tensor]) -> str:
     return hashlib.sha256(b"".join(t.numpy().tobytes() for t in tensors)).hexdigest()
 
 
+def _torchrun_slim(root: Path, out: Path, *extra: str) -> list[str]:
+    """``torchrun --nproc_per_node=2 -m pareco_fx slim`` of the tiny model, as a user runs it."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+            f"--master_port={_free_port()}", "-m", "pareco_fx", "slim", str(root / "tiny_model.py"),
+            "--epochs", "2", "--batch-size", "32", "--no-progress", "--out", str(out), *extra]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", **extra}
+
+
 @pytest.fixture(scope="module")
 def torchrun_run(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("torchrun")
@@ -110,13 +127,11 @@ def torchrun_run(tmp_path_factory) -> dict[str, Path]:
     (root / "site" / "sitecustomize.py").write_text(textwrap.dedent(RECORDER))
     record = root / "record"
     record.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PARECO_RECORD": str(record),
-           "PYTHONPATH": os.pathsep.join([str(root / "site"), os.environ.get("PYTHONPATH", "")])}
+    env = _env(PARECO_RECORD=str(record),
+               PYTHONPATH=os.pathsep.join([str(root / "site"), os.environ.get("PYTHONPATH", "")]))
     out = root / "run"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-               f"--master_port={_free_port()}", "-m", "pareco_fx", "slim", str(root / "tiny_model.py"),
-               "--epochs", "2", "--batch-size", "32", "--no-progress", "--json", "--out", str(out)]
-    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=root)
+    proc = subprocess.run(_torchrun_slim(root, out, "--json"), env=env, capture_output=True, text=True,
+                          timeout=300, cwd=root)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return {"root": root, "run": out, "record": record, "stdout": proc.stdout}  # type: ignore[dict-item]
 
@@ -158,6 +173,35 @@ def test_torchrun_run_directory_is_complete_and_loadable(torchrun_run) -> None:
     stored = json.loads((run / "front.json").read_text())
     assert json.loads(shown.stdout)["runs"][0]["points"] == printed["points"]
     assert [p["widths"] for p in printed["points"]] == [p["widths"] for p in stored["points"]]
+
+
+@pytest.mark.slow
+def test_torchrun_interrupt_then_resume_matches_uninterrupted_run(torchrun_run) -> None:
+    root, out = torchrun_run["root"], torchrun_run["root"] / "interrupted"
+    checkpoint = out / "checkpoint.pt"
+    agent = subprocess.Popen(_torchrun_slim(root, out), env=_env(SLOW_DATA="0.03"), cwd=root,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not checkpoint.exists() and agent.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        agent.send_signal(signal.SIGINT)  # torchrun forwards it to both workers
+        _, stderr = agent.communicate(timeout=120)
+    finally:
+        agent.kill()
+    step = load_checkpoint(checkpoint)["step"]
+    assert 6 < step < STEPS, stderr[-3000:]  # past the epoch-end checkpoint: written at the step boundary
+    assert "interrupted: the last checkpoint is in" in stderr and not (out / "front.json").exists(), stderr
+    resumed = subprocess.run(_torchrun_slim(root, out, "--resume"), env=_env(), cwd=root, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    reference = torchrun_run["run"]
+    for name in ("history.json", "front.json", "front.csv"):
+        assert (out / name).read_text() == (reference / name).read_text(), name
+    ours, theirs = load_checkpoint(checkpoint), load_checkpoint(reference / "checkpoint.pt")
+    assert ours["model"].keys() == theirs["model"].keys()
+    for key, tensor in theirs["model"].items():
+        assert torch.equal(ours["model"][key], tensor), key
 
 
 class _PoisonedOnRank(Dataset):

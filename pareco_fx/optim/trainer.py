@@ -11,6 +11,7 @@ import math
 import random
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,7 @@ __all__ = ["NonFiniteLossError", "TrainResult", "learning_rate", "train"]
 CONFIG, HISTORY, FRONT_JSON, FRONT_CSV = "config.json", "history.json", "front.json", "front.csv"
 SCORE_BATCHES = 2  # training batches that score width vectors after training (final re-score, twostage search)
 _ORDER, _RECAL = 0, 1  # purposes of derived seeds
+SIGNAL_ECHO_S = 2.0  # under torchrun, a second stop signal this soon after the first is its echo
 
 
 class NonFiniteLossError(ParecoError):
@@ -153,25 +155,36 @@ def _widths_text(widths: Tensor) -> str:
 
 class _StopRequest:
     """Turns the first Ctrl-C into a request honoured at the next step boundary (after a
-    checkpoint); a second Ctrl-C interrupts at once."""
+    checkpoint); a second Ctrl-C interrupts at once.
 
-    def __init__(self) -> None:
+    Under torchrun (``distributed``) a terminal's Ctrl-C reaches every worker twice, directly and
+    forwarded by torchrun, so a second signal within ``SIGNAL_ECHO_S`` is the same request; and
+    SIGTERM, which torchrun forwards when it is terminated itself (e.g. by a scheduler), is a
+    request too (torchrun waits 30 s before SIGKILL).
+    """
+
+    def __init__(self, distributed: bool) -> None:
         self.requested = False
-        self._previous: Any = None
+        self._first = 0.0
+        self._echo = SIGNAL_ECHO_S if distributed else 0.0
+        self._signals = (signal.SIGINT, signal.SIGTERM) if distributed else (signal.SIGINT,)
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _StopRequest:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self._signals}
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
+        now = time.monotonic()
+        if not self.requested:
+            self.requested, self._first = True, now
+        elif now - self._first >= self._echo:
             raise KeyboardInterrupt
-        self.requested = True
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 
 class _Trainer:
@@ -297,7 +310,7 @@ class _Trainer:
 
     def run(self, progress: TrainProgress) -> None:
         progress.start_training(self.total_steps, self.step)
-        with _StopRequest() as stop:
+        with _StopRequest(self.comm.active) as stop:
             while self.step < self.total_steps:
                 epoch, offset = divmod(self.step, self.steps_per_epoch)
                 for x, y in self.epoch_batches(epoch, offset):

@@ -108,3 +108,19 @@ def test_resume_with_other_options_is_refused(tmp_path, reference) -> None:
     with pytest.raises(UserInputError, match=r"epochs=4 \(run has 3\)"):
         train(tiny_slim(), train_set, val_set, None, CONFIG.replace(epochs=4), run_dir=tmp_path, resume=True,
               progress=False)
+
+
+@pytest.mark.parametrize("distributed", [False, True])
+def test_a_second_ctrl_c_interrupts_at_once_unless_it_is_torchruns_echo(distributed: bool) -> None:
+    # Under torchrun a terminal's Ctrl-C reaches each worker twice (directly and forwarded).
+    with trainer_module._StopRequest(distributed) as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.requested
+        if distributed:
+            os.kill(os.getpid(), signal.SIGINT)  # the echo: still only a request
+            os.kill(os.getpid(), signal.SIGTERM)  # torchrun forwards SIGTERM: a request too
+            stop._first -= trainer_module.SIGNAL_ECHO_S  # a real second Ctrl-C, later
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
