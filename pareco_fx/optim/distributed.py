@@ -175,8 +175,8 @@ class Comm:
         if not self.active:
             return losses
         grads = [p.grad for p in params if p.grad is not None]
-        flat = torch.cat([g.reshape(-1).to(self.device) for g in grads]
-                         + [losses.to(self.device, grads[0].dtype if grads else losses.dtype)])
+        dtype = torch.promote_types(grads[0].dtype, torch.float32) if grads else losses.dtype  # losses stay exact
+        flat = torch.cat([g.reshape(-1).to(self.device, dtype) for g in grads] + [losses.to(self.device, dtype)])
         dist.all_reduce(flat)
         flat /= self.world_size
         offset = 0

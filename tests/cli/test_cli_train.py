@@ -132,6 +132,21 @@ def test_resume_with_other_options_is_refused(trained, args, message) -> None:
     assert state(trained["pareco"]) == before
 
 
+@pytest.mark.parametrize("name, damage, message", [
+    ("checkpoint.pt", lambda data: data[: len(data) // 2], "truncated or not a pareco-fx checkpoint"),
+    ("config.json", lambda data: data[:10], "config.json is missing or corrupted"),
+    ("source.json", lambda data: b"[]", "source.json is corrupted"),
+])
+def test_resume_of_a_corrupted_run_directory(trained, tmp_path: Path, name, damage, message) -> None:
+    run = tmp_path / "copy"
+    shutil.copytree(trained["pareco"], run)
+    (run / name).write_bytes(damage((run / name).read_bytes()))
+    before = state(tmp_path)
+    result = invoke("slim", str(trained["model"]), "--out", str(run), "--resume", "--no-progress")
+    assert_one_line_error(result, message)
+    assert state(tmp_path) == before
+
+
 def test_front_reports_best_under_each_budget(trained, tmp_path: Path) -> None:
     plot = tmp_path / "compare.png"
     result = invoke("front", str(trained["pareco"]), "--compare", str(trained["slim"]), "--budgets", "0.3,0.6,1",
