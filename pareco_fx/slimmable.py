@@ -110,15 +110,22 @@ class SlimmableModel(nn.Module):
         return self._programs[name]
 
     def _batch(self, W: torch.Tensor) -> torch.Tensor:
+        """``W`` validated (slimmable entries in (0, 1], NaN rejected), frozen entries read 1.0."""
         G = len(self.groups)
         W = torch.as_tensor(W, dtype=torch.float64)
         if W.dim() != 2 or W.shape[1] != G:
             raise WidthError(f"cost_batch expects a tensor of shape [B, {G}], got {tuple(W.shape)}")
+        if not len(W):
+            return W
         slim = torch.tensor([g.slimmable for g in self.groups])
-        bad = (torch.isnan(W) | (W <= 0) | (W > 1)) & slim
-        if bool(bad.any()):
+        # Column extremes first (NaN propagates through them): one pass over W instead of four.
+        low, high = torch.aminmax(W, dim=0)
+        if not bool(((low > 0) & (high <= 1) | ~slim).all()):
+            bad = ~((W > 0) & (W <= 1)) & slim
             row, col = [int(i) for i in bad.nonzero()[0]]
             raise WidthError(f"width {W[row, col].item()} of group {col} (row {row}) is outside (0, 1]")
+        if bool(((low == 1) & (high == 1) | slim).all()):
+            return W
         return torch.where(slim, W, torch.ones_like(W))
 
     def cost_batch(self, name: str, W: torch.Tensor) -> torch.Tensor:

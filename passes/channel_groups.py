@@ -392,25 +392,35 @@ class ChannelAnalysis:
         u = self.comp[labels.reshape(-1).numpy()]
         return self.unit_group[u], self.unit_rank[u]
 
+    def _unit_constants(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, bool]:
+        """(channels C, quantum q, units U, frozen mask or None, all q == 1), cached: the cost
+        optimiser calls :meth:`units` thousands of times per decision."""
+        key = (id(self.groups), tuple(g.slimmable for g in self.groups))
+        cached = self.__dict__.get("_unit_cache")
+        if cached is None or cached[0] != key:
+            C = torch.tensor([g.channels for g in self.groups], dtype=torch.float64)
+            q = torch.tensor([g.quantum for g in self.groups], dtype=torch.float64)
+            frozen = torch.tensor([not g.slimmable for g in self.groups])
+            cached = (key, (C, q, C / q, frozen if bool(frozen.any()) else None, bool((q == 1).all())))
+            self.__dict__["_unit_cache"] = cached
+        return cached[1]
+
     def units(self, W: torch.Tensor) -> torch.Tensor:
         """Active units per group for a batch of widths ``[B, G]`` (frozen groups: all)."""
-        C = torch.tensor([g.channels for g in self.groups], dtype=torch.float64)
-        q = torch.tensor([g.quantum for g in self.groups], dtype=torch.float64)
-        U = C / q
-        k = torch.floor(W.to(torch.float64) * C + 1e-4).clamp(min=1)  # float32 widths: 0.42 -> 0.41999998
+        C, q, U, frozen, unit_quanta = self._unit_constants()
+        k = torch.floor(W.to(torch.float64) * C + 1e-4).clamp_(min=1)  # float32 widths: 0.42 -> 0.41999998
         if self.divisor > 1:
-            k = torch.clamp(torch.floor(k / self.divisor) * self.divisor, min=self.divisor)
-        u = torch.minimum(torch.clamp(torch.floor(k / q + 1e-9), min=1), U)
-        frozen = torch.tensor([not g.slimmable for g in self.groups])
-        return torch.where(frozen, U.expand_as(u), u)
+            k = torch.floor(k / self.divisor).mul_(self.divisor).clamp_(min=self.divisor)
+        u = k if unit_quanta else torch.floor(k / q + 1e-9).clamp_(min=1)
+        u = torch.minimum(u, U, out=u)
+        return u if frozen is None else torch.where(frozen, U, u)
 
     def features(self, W: torch.Tensor) -> torch.Tensor:
         """Feature matrix ``[B, F]`` (float64) every symbolic size is a polynomial of."""
         u = self.units(W)
-        cols = [u]
-        for g, table in self.tables:
-            cols.append(table[u[:, g].long()].unsqueeze(1))
-        return torch.cat(cols, 1)
+        if not self.tables:
+            return u
+        return torch.cat([u, *(table[u[:, g].long()].unsqueeze(1) for g, table in self.tables)], 1)
 
     @property
     def graph(self) -> "Any":
