@@ -231,6 +231,10 @@ def _worker(rank: int, port: int, tmp: str) -> None:
         except UserInputError as exc:
             outcomes["held"] = str(exc)
         try:
+            train(tiny_slim(), train_set, val_set, None, TINY_CONFIG.replace(batch_size=31), progress=False)
+        except UserInputError as exc:
+            outcomes["batch"] = str(exc)
+        try:
             train(tiny_slim(), _PoisonedOnRank(train_set, rank == 1), val_set, None, TINY_CONFIG, progress=False)
         except NonFiniteLossError as exc:
             outcomes["nan"] = str(exc)
@@ -247,5 +251,6 @@ def test_errors_stop_every_rank(tmp_path: Path, monkeypatch) -> None:
     outcomes = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert outcomes[0] == outcomes[1]
     assert "already holds a training run" in outcomes[0]["held"]
+    assert "batch size 31 (the global batch) does not divide among 2 processes" in outcomes[0]["batch"]
     assert "non-finite loss (nan) at step 2 (epoch 1, batch 3) with widths [1.000, 1.000" in outcomes[0]["nan"]
     assert (tmp_path / "held" / "checkpoint.pt").read_bytes() == b"a run"
