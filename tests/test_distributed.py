@@ -32,7 +32,9 @@ from optim_helpers import TINY_CONFIG, TinyNet, tiny_data, tiny_slim  # noqa: E4
 import pareco_fx  # noqa: E402
 from pareco_fx.cli.main import cli  # noqa: E402
 from pareco_fx.errors import UserInputError  # noqa: E402
-from pareco_fx.optim import NonFiniteLossError, load_checkpoint, load_weights, train  # noqa: E402
+from pareco_fx.optim import NonFiniteLossError, load_checkpoint, load_weights, recalibrate_bn, train  # noqa: E402
+from pareco_fx.optim.distributed import Comm  # noqa: E402
+from pareco_fx.optim.evaluate import accuracy  # noqa: E402
 
 MODEL_FILE = """
 import os
@@ -219,11 +221,34 @@ class _PoisonedOnRank(Dataset):
         return (torch.full_like(x, float("nan")) if self.poison and self.calls > 32 else x), y
 
 
+def _sharded_evaluation(rank: int) -> dict[str, float]:
+    """BN recalibration and accuracy on this rank's half of the data against one process on all
+    of it. The first BN's averaged running mean is the one-process mean (deeper ones see inputs
+    normalised by shard statistics), and the reduced accuracy is the one-process accuracy."""
+    train_set, val_set, _ = tiny_data()
+    x, y = train_set.tensors  # type: ignore[attr-defined]
+    batches = [(x[i: i + 32], y[i: i + 32]) for i in (0, 32)]
+    sharded, single = tiny_slim(), tiny_slim()
+    for slim in (sharded, single):
+        slim.set_widths(0.6)
+    comm = Comm.current()
+    recalibrate_bn(sharded, [(bx[rank::2], by[rank::2]) for bx, by in batches], comm=comm)
+    recalibrate_bn(single, batches)
+    first, first_single = (next(m for m in slim.modules() if isinstance(m, torch.nn.BatchNorm2d))
+                           for slim in (sharded, single))
+    mean_error = float((first.running_mean - first_single.running_mean).abs().max())
+    vx, vy = val_set.tensors  # type: ignore[attr-defined]
+    single.load_state_dict(sharded.state_dict())
+    return {"mean_error": mean_error, "acc": accuracy(sharded, [(vx[rank::2], vy[rank::2])], comm),
+            "acc_single": accuracy(single, [(vx, vy)])}
+
+
 def _worker(rank: int, port: int, tmp: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    outcomes = {}
+    outcomes: dict = {}
     try:
+        outcomes["evaluation"] = _sharded_evaluation(rank)
         train_set, val_set, _ = tiny_data()
         held = Path(tmp) / "held"
         try:  # rank 0 finds a run there; every rank must refuse, none may wait for the others
@@ -243,13 +268,15 @@ def _worker(rank: int, port: int, tmp: str) -> None:
     (Path(tmp) / f"rank{rank}.json").write_text(json.dumps(outcomes))
 
 
-def test_errors_stop_every_rank(tmp_path: Path, monkeypatch) -> None:
+def test_sharded_evaluation_and_errors_that_stop_every_rank(tmp_path: Path, monkeypatch) -> None:
     (tmp_path / "held").mkdir()
     (tmp_path / "held" / "checkpoint.pt").write_bytes(b"a run")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
     outcomes = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert outcomes[0] == outcomes[1]
+    evaluation = outcomes[0]["evaluation"]
+    assert evaluation["mean_error"] < 1e-6 and evaluation["acc"] == evaluation["acc_single"]
     assert "already holds a training run" in outcomes[0]["held"]
     assert "batch size 31 (the global batch) does not divide among 2 processes" in outcomes[0]["batch"]
     assert "non-finite loss (nan) at step 2 (epoch 1, batch 3) with widths [1.000, 1.000" in outcomes[0]["nan"]

@@ -11,8 +11,9 @@ Every rank holds the whole model and a shard of each global batch. The design:
 - decisions (width vectors, searches) run on rank 0 only (:meth:`Comm.lead`); the other ranks
   serve its scoring requests and receive the result by broadcast.
 - BatchNorm recalibration runs on rank-sharded batches; the running means and variances are
-  then averaged across ranks (exact for the means; the variances miss the spread of the
-  shards' means, as with unsynchronised BN in training).
+  then averaged across ranks: close to one-process recalibration, not equal (the variances
+  miss the spread of the shards' means, and layers after the first BN see inputs normalised
+  with shard statistics), as with unsynchronised BN in training.
 - only rank 0 touches the run directory (:meth:`Comm.on_main` shares its result or its error).
 """
 from __future__ import annotations

@@ -137,3 +137,20 @@ def test_twostage_searches_the_frozen_weights() -> None:
     # The search and the front evaluation touch BatchNorm statistics only, never the weights.
     assert all(torch.equal(p, weights[name]) for name, p in slim.named_parameters())
     assert len(result.front) >= 1
+
+
+def test_rank_shards_make_up_the_single_process_batches() -> None:
+    from pareco_fx.optim import trainer as trainer_module
+    from pareco_fx.optim.distributed import Comm
+
+    data, _, _ = tiny_data(train=100)
+    single = trainer_module._index_batches(data, 12, 5, 3, Comm())
+    # one process: the order of a plain seeded permutation (as before distributed training)
+    order = torch.randperm(100, generator=torch.Generator().manual_seed(5 + 3)).tolist()
+    assert single == [order[i: i + 12] for i in range(0, 89, 12)]
+    for world in (2, 3, 4):
+        shards = [trainer_module._index_batches(data, 12, 5, 3, Comm(rank, world)) for rank in range(world)]
+        for i, batch in enumerate(single):
+            parts = [shard[i] for shard in shards]
+            assert all(len(part) == 12 // world for part in parts)
+            assert sorted(sum(parts, [])) == sorted(batch)
