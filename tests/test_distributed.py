@@ -1,8 +1,9 @@
 """Multi-process training: two CPU processes over ``gloo``, as ``torchrun`` launches them.
 
-The CLI test runs ``torchrun --nproc_per_node=2 -m pareco_fx slim`` exactly as a user does; a
+The CLI tests run ``torchrun --nproc_per_node=2 -m pareco_fx slim`` exactly as a user does; a
 ``sitecustomize`` module on the children's path (test-only) records, on each rank, the width
-vectors rank 0 decided and a hash of the weights after every step.
+vectors rank 0 decided and a hash of the weights after every step. The Python API is tested
+in a process group of two ``torch.multiprocessing`` workers.
 """
 from __future__ import annotations
 
