@@ -4,8 +4,9 @@ Per-op formulas are registered with :func:`flop_formula` (keyed by module type, 
 target or method name, like ``torch.utils.flop_counter``) and see symbolic shapes only
 (:class:`~pareco_fx.cost_models.base.OpShapes`). Conv (all kinds), linear, matmul/mm/bmm/
 addmm/baddbmm/einsum, ``F.scaled_dot_product_attention``, ``nn.MultiheadAttention`` and
-torchvision's Swin ``shifted_window_attention`` have formulas; attention products are counted even where ``FlopCounterMode`` misses them
-(SDPA on the CPU). Any other node is measured once with ``FlopCounterMode`` at batch size 1
+torchvision's Swin ``shifted_window_attention`` have formulas; attention products are counted
+even where ``FlopCounterMode`` misses them (SDPA on the CPU). Normalisation layers and the
+element-wise, data-movement, pooling and reduction families count no MACs. Any other node is measured once with ``FlopCounterMode`` at batch size 1
 and counted as a constant, which is exact because such a node's shapes do not depend on the
 widths (the channel analysis freezes what it has no rule for); a node whose shapes do depend
 on them and that does count MACs is an error naming the node and how to add its formula.
@@ -26,6 +27,7 @@ from torchvision.models.swin_transformer import shifted_window_attention
 from pareco_fx.errors import CostModelError
 from pareco_fx.ir import META_PARAMS, META_SYM, Poly, SymTensor, prod
 from pareco_fx.cost_models.base import CostProgram, OpRegistry, OpShapes, sym_tensors, target_name
+from pareco_fx.passes.labels import META_KIND
 
 __all__ = ["FLOP_FORMULAS", "flop_formula", "node_macs", "Flops"]
 
@@ -33,6 +35,9 @@ FLOP_FORMULAS = OpRegistry("FLOP formula")
 flop_formula = FLOP_FORMULAS.register
 
 _CALLS = ("call_module", "call_function", "call_method")
+# Channel-rule families whose ops FlopCounterMode counts no MACs for (it counts products:
+# matmul, conv, attention); their nodes need neither a formula nor a measuring run.
+_NO_MAC_KINDS = ("pointwise", "movement", "channelwise", "reduction")
 _ONE = Poly.const(1)
 
 
@@ -196,6 +201,21 @@ def _shifted_window_attention(op: OpShapes) -> Poly:
     return tokens * (prod(qkv_w) + 2 * math.prod(window) * (qkv_w[0] // 3) + prod(proj_w))
 
 
+@flop_formula(nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm,
+              F.batch_norm, F.layer_norm, F.group_norm, F.instance_norm, F.local_response_norm)
+def _normalisation(op: OpShapes) -> Poly:
+    return Poly()  # element-wise work only: no multiply-accumulates (FlopCounterMode agrees)
+
+
+def _counts_nothing(node: fx.Node) -> bool:
+    """Whether ``node`` surely does no MACs: a data-movement, element-wise, pooling or reduction
+    op (by its channel rule), or an op with no tensor among its inputs and outputs."""
+    if node.meta.get(META_KIND) in _NO_MAC_KINDS:
+        return True
+    values = [node.meta.get(META_SYM)] + [a.meta.get(META_SYM) for a in node.all_input_nodes]
+    return not any(True for v in values for _ in sym_tensors(v))
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -252,7 +272,8 @@ def node_macs(analysis: Any) -> dict[str, Poly]:
         module = gm.get_submodule(n.target) if n.op == "call_module" else None
         formula = FLOP_FORMULAS.lookup(n, module)
         if formula is None:
-            unknown.append(n)
+            if not _counts_nothing(n):
+                unknown.append(n)
             continue
         try:
             macs[n.name] = formula(OpShapes.of(n, module))
