@@ -1,11 +1,13 @@
 """Losses of the sandwich and the scoring of width vectors."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from pareco_fx.optim.distributed import Comm
 
@@ -28,16 +30,32 @@ def score_widths(
     """Label-smoothed loss of each width vector of ``W`` ``[B, G]`` on ``batches``.
 
     Train-mode BatchNorm (batch statistics), no gradients: the re-scoring of PareCO's history.
-    The running statistics this touches are recalibrated before any evaluation.
+    The BatchNorm running statistics are left as they are: train-mode outputs never read them,
+    and every evaluation recalibrates them first, so updating them here would be wasted work.
     """
     losses = torch.empty(len(W), dtype=torch.float64)
+    count = sum(len(y) for _, y in batches)
     slim.train()
-    with torch.no_grad():
+    with torch.inference_mode(), _batch_statistics_only(slim):
         for i, widths in enumerate(W):
             slim.set_widths(widths.tolist())  # type: ignore[operator]
-            total = sum(float(smoothed_ce(slim(x), y, smoothing)) * len(y) for x, y in batches)
-            losses[i] = total / sum(len(y) for _, y in batches)
+            total = sum(smoothed_ce(slim(x), y, smoothing).double() * len(y) for x, y in batches)
+            losses[i] = total / count
     return losses
+
+
+@contextlib.contextmanager
+def _batch_statistics_only(model: nn.Module) -> Iterator[None]:
+    """Train-mode BatchNorm layers normalise with batch statistics without updating (or
+    counting into) their running statistics while the context is open."""
+    norms = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    for m in norms:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.track_running_stats = True
 
 
 def accuracy(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], comm: Comm = Comm()) -> float:
