@@ -92,3 +92,15 @@ def test_pareco_sampler_spreads_costs_over_the_range(slim) -> None:
     scored = sampler.history.scored()
     assert scored[:-2].all() and not scored[-2:].any()
     assert torch.allclose(sampler.history.losses[:-2], synthetic_loss(space, sampler.history.widths[:-2]))
+
+
+@pytest.mark.parametrize("count", [30, 120])
+def test_closed_form_ucb_equals_the_gp_posterior(slim, count: int) -> None:
+    # The search's own posterior must give what BoTorch's ``gp.posterior`` gives, to rounding.
+    space = WidthSpace.from_slim(slim, "flops")
+    model = LossModel(space, scored_history(space, count, seed=7), CONFIG.ucb_beta, 300, seed=0)
+    x = space.project(space.random(500, torch.Generator().manual_seed(8)))
+    with torch.no_grad():
+        posterior = model.gp.posterior(space.to_unit(x))
+        expected = posterior.mean.squeeze(-1) + CONFIG.ucb_beta**0.5 * posterior.variance.squeeze(-1).sqrt()
+    assert torch.allclose(model.ucb(x), expected, rtol=0.0, atol=1e-10)

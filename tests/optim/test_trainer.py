@@ -154,3 +154,28 @@ def test_rank_shards_make_up_the_single_process_batches() -> None:
             parts = [shard[i] for shard in shards]
             assert all(len(part) == 12 // world for part in parts)
             assert sorted(sum(parts, [])) == sorted(batch)
+
+
+def test_scoring_uses_batch_statistics_and_leaves_running_statistics_alone() -> None:
+    # The re-scoring of the history is a train-mode (batch-statistics) forward; it must neither
+    # read nor write the BatchNorm running statistics.
+    train_set, _, _ = tiny_data()
+    slim, batch = tiny_slim(), _fixed_batch(train_set)
+    W = torch.tensor([[1.0] * len(slim.groups), [0.6] * len(slim.groups)], dtype=torch.float64)
+    norms = [m for m in slim.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:  # running statistics far from the batch's: any use of them would show
+        m.running_mean.fill_(5.0)
+        m.running_var.fill_(9.0)
+    before = {k: v.clone() for k, v in slim.state_dict().items()}
+    torch.manual_seed(0)  # the tiny CNN's dropout: the same draws for the reference below
+    losses = score_widths(slim, W, batch, 0.1)
+    assert all(torch.equal(v, before[k]) for k, v in slim.state_dict().items())
+    assert all(m.track_running_stats for m in norms)
+    expected = []
+    torch.manual_seed(0)
+    for widths in W:
+        slim.set_widths(widths.tolist())
+        with torch.no_grad():
+            expected.append(float(torch.nn.functional.cross_entropy(slim(batch[0][0]), batch[0][1],
+                                                                      label_smoothing=0.1)))
+    assert losses.tolist() == expected
