@@ -49,7 +49,8 @@ class TrainConfig:
         pareto_aware: draw target costs weighted by the gaps of the current front instead of
             uniformly.
         gp_max_points: the GP is fitted on at most this many (most recent) history points, so the
-            fit stays well below the cost of a training step.
+            fit stays well below the cost of a training step; unless ``pareto_aware``, only these
+            are re-scored every period (the older ones are re-scored once, after training).
         search_candidates: random candidates of the vectorised acquisition search.
         recal_batches: training batches that re-estimate BatchNorm statistics of each evaluated
             width vector.

@@ -85,3 +85,27 @@ def test_sampler_state_round_trip_continues_identically(method: str) -> None:
         assert torch.equal(first.propose(step, _loss), second.propose(step, _loss))
     assert torch.equal(first.history.widths, second.history.widths)
     assert torch.allclose(first.history.losses, second.history.losses, equal_nan=True)
+
+
+@pytest.mark.parametrize("pareto_aware", [False, True])
+def test_pareco_sampler_rescores_what_the_search_reads(pareto_aware: bool) -> None:
+    # With gp_max_points=5 the GP reads only the 5 newest losses: older vectors are re-scored only
+    # for Pareto-aware targets, and the proposals equal those of a full re-score.
+    space = _space()
+    config = TrainConfig(num_width_vectors=16, prior_points=4, search_candidates=128, gp_max_points=5,
+                         pareto_aware=pareto_aware)
+    capped, full = make_sampler(space, config, total_steps=8), make_sampler(space, config, total_steps=8)
+    full._rescore_start = lambda: 0  # type: ignore[method-assign]  # the reference: every vector
+    calls: list[int] = []
+
+    def score(W: torch.Tensor) -> torch.Tensor:
+        calls.append(len(W))
+        return _loss(W)
+
+    for step in range(8):
+        assert torch.equal(capped.propose(step, score), full.propose(step, _loss))
+    sizes = [2, 4, 6, 8, 10, 12, 14]
+    assert calls == (sizes if pareto_aware else [min(n, 5) for n in sizes])
+    scored = full.history.scored()
+    assert torch.equal(capped.history.losses[-7:-2], full.history.losses[-7:-2])
+    assert torch.equal(capped.history.scored(), scored)
