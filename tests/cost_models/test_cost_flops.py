@@ -117,6 +117,22 @@ def test_unknown_op_on_frozen_channels_is_measured_once():
     assert macs == {"conv": 13824, "tensordot": 2560, "head": 10}
 
 
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_models_of_known_ops_compile_without_a_measuring_run(name, monkeypatch):
+    # Norms, activations, adds, pooling and flatten count no MACs by rule, so compiling the
+    # program needs no forward pass; the count still equals the per-node measurement.
+    torch.manual_seed(0)
+    slim = pareco_fx.make_slimmable(getattr(torchvision.models, name)().eval(), (torch.randn(1, 3, 64, 64),))
+    measured = flops._measure(slim.analysis, [n for n in slim.analysis.gm.graph.nodes if n.op != "output"])
+    ran = []
+    monkeypatch.setattr(flops, "_measure", lambda analysis, nodes: ran.append(nodes) or {})
+    full = slim.analysis.features(torch.ones(1, len(slim.groups)))
+    macs = {node: poly.evaluate(full).item() for node, poly in flops.node_macs(slim.analysis).items()}
+    assert ran == []
+    assert sum(macs.values()) == sum(measured.values())
+    assert {n.name: m for n, m in measured.items() if m} == {node: m for node, m in macs.items() if m}
+
+
 def test_missing_formula_on_slimmable_shapes_names_the_node(monkeypatch):
     class FunctionalConv(nn.Module):
         def __init__(self):
