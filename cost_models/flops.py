@@ -9,7 +9,8 @@ even where ``FlopCounterMode`` misses them (SDPA on the CPU). Normalisation laye
 element-wise, data-movement, pooling and reduction families count no MACs. Any other node is
 measured once with ``FlopCounterMode`` at batch size 1 and counted as a constant, which is
 exact because such a node's shapes do not depend on the widths (the channel analysis freezes
-what it has no rule for); a node whose shapes do depend on them and that does count MACs is an error naming the node and how to add its formula.
+what it has no rule for); a node whose shapes do depend on them and that does count MACs is
+an error naming the node and how to add its formula.
 """
 from __future__ import annotations
 
