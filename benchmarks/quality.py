@@ -3,13 +3,15 @@
 usage (from the checkout):
     .venv/bin/python benchmarks/quality.py --model fashion_resnet,fashion_mobilenet --cost flops,memory \\
         --method pareco,slim,twostage --seed 0,1,2 [--epochs E] [--train-size N] [--width-mult M] \\
-        [--min-width W] [--data DIR]
+        [--min-width W] [--data DIR] [--jobs J --threads 1] [--device cuda]
 
 Every cell of the (model x cost x method x seed) product is trained with the same epochs, batch
 size, learning-rate schedule and number of sub-networks per step (only the width sampling
 differs), and its front (selected on the validation split, carved out of the training images;
 test accuracy reported only) is merged into ``benchmarks/results/quality.json`` under a file lock
-with an atomic write, so the matrix can be completed over several runs and processes. A run with
+with an atomic write, so the matrix can be completed over several runs and processes. ``--jobs``
+trains that many cells at once in worker processes, seed by seed (all settings of seed 0 first), so
+an interrupted sweep leaves whole seeds behind. A run with
 the same (model, cost, method, seed, epochs, train size) replaces the stored one. The aggregate
 per setting (budgets, hypervolume, ties) is recomputed on every write; render the README with
 ``benchmarks/quality_report.py``.
@@ -17,11 +19,13 @@ per setting (budgets, hypervolume, ties) is recomputed on every write; render th
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import fcntl
 import importlib.util
 import itertools
 import json
+import multiprocessing
 import os
 import sys
 import time
@@ -122,6 +126,8 @@ def run_cell(args: argparse.Namespace, model_name: str, cost: str, method: str, 
     torch.manual_seed(seed)  # the initial weights depend on the seed only, not on the method
     model, inputs = build_model(model_name, args.width_mult)
     slim = pareco_fx.make_slimmable(model, inputs, min_width=args.min_width)
+    slim.cost(cost)  # compiled on the CPU, where the example inputs live (a measuring run may read them)
+    slim.to(args.device)
     config = TrainConfig(
         method=method, cost=cost, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=5e-4, warmup_epochs=min(1.0, args.epochs / 5), schedule="linear", num_sampled=2,
@@ -144,9 +150,30 @@ def run_cell(args: argparse.Namespace, model_name: str, cost: str, method: str, 
         "val_size": len(val_set), "test_size": len(test_set), "groups": len(slim.groups),
         "cost_min_ratio": min(p.cost_ratio for p in result.uniform),
         "load_average": [load_before, os.getloadavg()[0]], "threads": torch.get_num_threads(),
+        "device": _device_name(args.device), "jobs": args.jobs,
         "config": config.to_dict(),
     }
     return run, settings
+
+
+def _device_name(device: str) -> str:
+    return torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"
+
+
+def train_and_merge(args: argparse.Namespace, cell: tuple[str, str, str, int]) -> str:
+    """Train one cell, merge it into ``args.out`` and return a one-line summary (runs in a worker
+    process under ``--jobs``)."""
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    model_name, cost, method, seed = cell
+    data = load_data(args.data, args.train_size, args.val_size, args.test_size)
+    run, settings = run_cell(args, model_name, cost, method, seed, data)
+    merge(args.out, run, settings)
+    best = max(run["front"], key=lambda p: p["val_acc"])
+    return (f"{model_name} {cost} {method} seed {seed}: {len(run['front'])} front points, "
+            f"full-front best test {100 * best['test_acc']:.2f} %, smallest "
+            f"{100 * run['front'][0]['test_acc']:.2f} % at {run['front'][0]['cost_ratio']:.3f}, "
+            f"{run['wall_s']:.0f} s")
 
 
 def _csv(kind: type, choices: Sequence[str] | None = None) -> Any:
@@ -182,19 +209,31 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "quality.json")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads; 1 is far faster on an oversubscribed machine")
+    parser.add_argument("--jobs", type=int, default=1, help="cells trained at once (worker processes)")
+    parser.add_argument("--device", default="cpu", help="torch device of the training, e.g. cuda")
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    data = load_data(args.data, args.train_size, args.val_size, args.test_size)
-    for model_name, cost, method, seed in itertools.product(args.model, args.cost, args.method, args.seed):
-        run, settings = run_cell(args, model_name, cost, method, seed, data)
-        merge(args.out, run, settings)
-        best = max(run["front"], key=lambda p: p["val_acc"])
-        print(f"{model_name} {cost} {method} seed {seed}: {len(run['front'])} front points, "
-              f"full-front best test {100 * best['test_acc']:.2f} %, smallest "
-              f"{100 * run['front'][0]['test_acc']:.2f} % at {run['front'][0]['cost_ratio']:.3f}, "
-              f"{run['wall_s']:.0f} s", flush=True)
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    # Seed-major order: an interrupted sweep leaves every setting with the same seeds done.
+    cells = [(m, c, k, s) for s, m, c, k in itertools.product(args.seed, args.model, args.cost, args.method)]
+    if args.jobs == 1:
+        for cell in cells:
+            print(train_and_merge(args, cell), flush=True)
+        return
+    # spawn, not fork: CUDA cannot be re-initialised in a forked child.
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+        futures = {pool.submit(train_and_merge, args, cell): cell for cell in cells}
+        failed = []
+        for future in concurrent.futures.as_completed(futures):
+            try:
+                print(future.result(), flush=True)
+            except Exception as error:  # the other cells go on; the sweep still fails at the end
+                failed.append(futures[future])
+                print(f"{' '.join(map(str, futures[future]))} failed: {error!r}", file=sys.stderr, flush=True)
+    if failed:
+        raise SystemExit(f"{len(failed)} of {len(cells)} cells failed")
 
 
 if __name__ == "__main__":
