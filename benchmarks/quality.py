@@ -141,7 +141,7 @@ def run_cell(args: argparse.Namespace, model_name: str, cost: str, method: str, 
     wall = time.perf_counter() - t0
     run = {
         "model": model_name, "cost": cost, "method": method, "seed": seed, "epochs": args.epochs,
-        "train_size": len(train_set), "wall_s": round(wall, 1),
+        "train_size": len(train_set), "wall_s": round(wall, 1), "device": _device_name(args.device),
         "front": [{"cost_ratio": p.cost_ratio, "val_acc": p.val_acc, "test_acc": p.test_acc,
                    "widths": list(p.widths)} for p in result.front],
     }
@@ -150,7 +150,7 @@ def run_cell(args: argparse.Namespace, model_name: str, cost: str, method: str, 
         "val_size": len(val_set), "test_size": len(test_set), "groups": len(slim.groups),
         "cost_min_ratio": min(p.cost_ratio for p in result.uniform),
         "load_average": [load_before, os.getloadavg()[0]], "threads": torch.get_num_threads(),
-        "device": _device_name(args.device), "jobs": args.jobs,
+        "jobs": args.jobs,
         "config": config.to_dict(),
     }
     return run, settings

@@ -7,7 +7,9 @@ budget the sub-network with the best *validation* accuracy whose cost ratio is w
 reported by its *test* accuracy (mean and sample standard deviation over seeds), and the
 hypervolume of the (test error, cost ratio) front against the reference point (1, 1). PareCO is
 compared with each baseline per budget; a difference below two standard deviations (the larger
-of the two methods') is a tie. The README section between the ``quality:begin`` and
+of the two methods') is a tie. The allocation check says where per-group widths pay: how much of
+PareCO's front is uniform, and how its non-uniform points compare with the same seed's slim front
+at the same cost. The README section between the ``quality:begin`` and
 ``quality:end`` markers is regenerated; the plots go next to the JSON.
 """
 from __future__ import annotations
@@ -25,6 +27,7 @@ __all__ = [
     "METHODS",
     "Summary",
     "aggregate",
+    "allocation_check",
     "best_under_budget",
     "compare",
     "hypervolume",
@@ -112,6 +115,36 @@ def compare(ours: Summary, theirs: Summary) -> str:
     return "win" if diff > 0 else "loss"
 
 
+def allocation_check(pareco: Sequence[Mapping[str, Any]], slim: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Where PareCO's per-group widths pay, from runs of one setting.
+
+    ``uniform_share``: the share of PareCO's front points whose slimmed groups share one width
+    (its uniform prior points). ``gain``: over PareCO's other points, test accuracy minus that of
+    the same seed's slim front at the same cost (its best-validation point within that cost);
+    ``better``: how many of them beat it, out of ``n``.
+    """
+    slim_by_seed = {r["seed"]: r["front"] for r in slim}
+    points = [p for r in pareco for p in r["front"]]
+    # Frozen groups read 1.0 everywhere, the smallest networks included; they say nothing.
+    every = points + [p for r in slim for p in r["front"]]
+    slimmed = [g for g in range(len(points[0]["widths"]) if points else 0)
+               if any(p["widths"][g] < 1.0 - _EPS for p in every)]
+
+    def is_uniform(point: Mapping[str, Any]) -> bool:
+        return len({point["widths"][g] for g in slimmed}) <= 1
+
+    gains = []
+    for run in pareco:
+        for point in run["front"]:
+            if is_uniform(point) or run["seed"] not in slim_by_seed:
+                continue
+            theirs = best_under_budget(slim_by_seed[run["seed"]], point["cost_ratio"])
+            if theirs is not None:
+                gains.append(float(point["test_acc"]) - theirs)
+    return {"uniform_share": sum(map(is_uniform, points)) / len(points) if points else None,
+            "gain": summarise(gains).to_dict(), "better": sum(g > 0 for g in gains), "n": len(gains)}
+
+
 def _setting(run: Mapping[str, Any]) -> tuple[str, str, int, int]:
     return run["model"], run["cost"], int(run["epochs"]), int(run["train_size"])
 
@@ -134,9 +167,12 @@ def aggregate(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             stats = {f"{b:g}": summarise(best_under_budget(r["front"], b) for r in cell) for b in BUDGETS}
             stats["hypervolume"] = summarise(hypervolume(r["front"]) for r in cell)
             summaries[method] = stats
+            devices = sorted({r.get("device", "unrecorded") for r in cell})
             methods[method] = {
                 "seeds": [r["seed"] for r in cell],
                 "wall_s": summarise(r["wall_s"] for r in cell).to_dict(),
+                "wall_s_by_device": {d: summarise(r["wall_s"] for r in cell if r.get("device", "unrecorded") == d)
+                                     .to_dict() for d in devices},
                 "budgets": {key: s.to_dict() for key, s in stats.items() if key != "hypervolume"},
                 "hypervolume": stats["hypervolume"].to_dict(),
             }
@@ -145,8 +181,11 @@ def aggregate(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             for base in BASELINES:
                 if base in summaries:
                     verdicts[base] = {key: compare(summaries["pareco"][key], s) for key, s in summaries[base].items()}
-        entries.append({"model": model, "cost": cost, "epochs": epochs, "train_size": train_size,
-                        "methods": methods, "pareco_vs": verdicts})
+        entry = {"model": model, "cost": cost, "epochs": epochs, "train_size": train_size,
+                 "methods": methods, "pareco_vs": verdicts}
+        if "pareco" in by_method and "slim" in by_method:
+            entry["allocation"] = allocation_check(by_method["pareco"], by_method["slim"])
+        entries.append(entry)
     return entries
 
 
@@ -185,11 +224,32 @@ def render_tables(entries: Sequence[Mapping[str, Any]]) -> str:
             row = ["hypervolume", *(_cell(methods[m]["hypervolume"], 1.0, 4) for m in methods),
                    *(entry["pareco_vs"][b]["hypervolume"] for b in bases)]
             lines.append("| " + " | ".join(row) + " |")
-            walls = ", ".join(f"{m} {_cell(methods[m]['wall_s'], 1.0, 0)} s" for m in methods)
             lines.append("")
-            lines.append(f"Wall time per run: {walls}.")
+            lines.append(f"Wall time per run: {_walls(methods)}.")
+            if "allocation" in entry:
+                lines.append(_allocation_line(entry["allocation"]))
             lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _walls(methods: Mapping[str, Mapping[str, Any]]) -> str:
+    devices = sorted({d for m in methods.values() for d in m["wall_s_by_device"]})
+    return "; ".join(
+        f"{device}: " + ", ".join(f"{m} {_cell(methods[m]['wall_s_by_device'][device], 1.0, 0)} s"
+                                  for m in methods if device in methods[m]["wall_s_by_device"])
+        for device in devices)
+
+
+def _allocation_line(check: Mapping[str, Any]) -> str:
+    if check["uniform_share"] is None:
+        return ""
+    text = f"Allocation check: {100 * check['uniform_share']:.0f} % of PareCO's front points are uniform"
+    if check["n"]:
+        gain = check["gain"]
+        spread = f" ± {100 * gain['std']:.1f}" if gain["std"] is not None else ""
+        text += (f"; its {check['n']} non-uniform points against the same seed's slim front at the same "
+                 f"cost: {100 * gain['mean']:+.1f}{spread} points, better in {check['better']} of {check['n']}")
+    return text + "."
 
 
 def _series(runs: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:

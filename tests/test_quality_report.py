@@ -119,6 +119,44 @@ def test_aggregate_per_setting_with_verdicts() -> None:
     assert entries[1]["pareco_vs"] == {}
 
 
+def widths_point(cost: float, val: float, test: float, widths: list[float]) -> dict[str, Any]:
+    return {"cost_ratio": cost, "val_acc": val, "test_acc": test, "widths": widths}
+
+
+def test_allocation_check_splits_uniform_points_and_compares_the_rest_with_slim_at_equal_cost() -> None:
+    # Group 2 is frozen (1.0 everywhere); groups 0 and 1 are slimmed.
+    slim = [run("slim", s, [widths_point(0.1, 0.70, 0.70, [0.2, 0.2, 1.0]),
+                            widths_point(0.5, 0.80, 0.80, [0.7, 0.7, 1.0]),
+                            widths_point(1.0, 0.90, 0.90, [1.0, 1.0, 1.0])]) for s in (0, 1)]
+    pareco = [
+        run("pareco", 0, [widths_point(0.1, 0.70, 0.70, [0.2, 0.2, 1.0]),     # uniform prior point
+                          widths_point(0.6, 0.85, 0.83, [0.5, 1.0, 1.0]),     # vs slim's 0.5 point: +3
+                          widths_point(1.0, 0.90, 0.90, [1.0, 1.0, 1.0])]),   # uniform (all ones)
+        run("pareco", 1, [widths_point(0.3, 0.71, 0.69, [0.3, 0.6, 1.0]),     # vs slim's 0.1 point: -1
+                          widths_point(0.05, 0.6, 0.6, [0.1, 0.2, 1.0])]),    # cheaper than all of slim: skipped
+    ]
+    check = qr.allocation_check(pareco, slim)
+    assert check["uniform_share"] == pytest.approx(2 / 5)
+    assert check["n"] == 2 and check["better"] == 1
+    assert check["gain"]["mean"] == pytest.approx(0.01)
+    assert check["gain"]["std"] == pytest.approx(math.sqrt(2) * 0.02)
+    entry = qr.aggregate(pareco + slim)[0]
+    assert entry["allocation"] == check
+    line = qr._allocation_line(check)
+    assert line == ("Allocation check: 40 % of PareCO's front points are uniform; its 2 non-uniform points "
+                    "against the same seed's slim front at the same cost: +1.0 ± 2.8 points, better in 1 of 2.")
+
+
+def test_wall_times_are_summarised_per_device() -> None:
+    runs = [{**run("slim", 0, FRONT), "device": "cpu", "wall_s": 100.0},
+            {**run("slim", 1, FRONT), "device": "gpu", "wall_s": 10.0},
+            {**run("slim", 2, FRONT), "device": "gpu", "wall_s": 12.0}]
+    slim = qr.aggregate(runs)[0]["methods"]["slim"]
+    assert slim["wall_s_by_device"]["cpu"] == {"mean": 100.0, "std": None, "n": 1}
+    assert slim["wall_s_by_device"]["gpu"]["mean"] == pytest.approx(11.0)
+    assert "Wall time per run: cpu: slim 100 s; gpu: slim 11 ± 1 s." in qr.render_tables(qr.aggregate(runs))
+
+
 def test_tables_and_readme_section() -> None:
     runs = [run(m, s, [point(0.3, 0.8, 0.80 + 0.01 * s), point(1.0, 0.9, 0.9)]) for m in qr.METHODS for s in (0, 1)]
     body = qr.render_tables(qr.aggregate(runs))
