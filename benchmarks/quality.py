@@ -156,6 +156,13 @@ def run_cell(args: argparse.Namespace, model_name: str, cost: str, method: str, 
     return run, settings
 
 
+def cell_order(models: Sequence[str], costs: Sequence[str], methods: Sequence[str],
+               seeds: Sequence[int]) -> list[tuple[str, str, str, int]]:
+    """(model, cost, method, seed) cells, seed-major: an interrupted sweep leaves every setting with
+    the same seeds done."""
+    return [(m, c, k, s) for s, m, c, k in itertools.product(seeds, models, costs, methods)]
+
+
 def _device_name(device: str) -> str:
     return torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"
 
@@ -215,8 +222,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
-    # Seed-major order: an interrupted sweep leaves every setting with the same seeds done.
-    cells = [(m, c, k, s) for s, m, c, k in itertools.product(args.seed, args.model, args.cost, args.method)]
+    cells = cell_order(args.model, args.cost, args.method, args.seed)
     if args.jobs == 1:
         for cell in cells:
             print(train_and_merge(args, cell), flush=True)

@@ -7,6 +7,8 @@ set -u
 data=$1 out=$2 limit=${3:-3600}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+python3 -c "import pareco_fx" 2>/dev/null || {
+    echo "pareco_fx is not importable: install the checkout first (python3 -m pip install --no-deps -e .)" >&2; exit 2; }
 matrix=(--model fashion_resnet,fashion_mobilenet --method pareco,slim,twostage --device cuda --threads 1 --data "$data")
 smoke() {  # every code path on the device, tiny: one epoch on 1,000 images
     timeout 150 python3 benchmarks/quality.py "${matrix[@]}" --cost memory --seed 0 --epochs 1 --train-size 1000 \

@@ -184,3 +184,12 @@ def test_merge_replaces_the_same_cell_and_keeps_the_others(tmp_path: Path, monke
     assert [(r["method"], r["wall_s"]) for r in data["runs"]] == [("pareco", 99.0), ("slim", 10.0)]
     assert data["settings"]["m/flops/pareco/0/3/100"] == {"note": "again"}
     assert data["aggregate"] == qr.aggregate(data["runs"])
+
+
+def test_cells_run_seed_by_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(_PATH.parent))
+    quality = importlib.import_module("quality")
+    cells = quality.cell_order(["a", "b"], ["flops"], ["pareco", "slim"], [0, 1])
+    assert cells == [("a", "flops", "pareco", 0), ("a", "flops", "slim", 0), ("b", "flops", "pareco", 0),
+                     ("b", "flops", "slim", 0), ("a", "flops", "pareco", 1), ("a", "flops", "slim", 1),
+                     ("b", "flops", "pareco", 1), ("b", "flops", "slim", 1)]
