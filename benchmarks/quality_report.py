@@ -262,22 +262,26 @@ def _series(runs: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, An
 
 
 def plot_fronts(runs: Sequence[Mapping[str, Any]], path: Path) -> None:
-    """Test accuracy against cost ratio, one panel per (model, cost), one line per run."""
+    """Test accuracy against cost ratio, one panel per (model, cost), one line per run (seed)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     panels = _series(runs)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
+    cols = min(2, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.0 * cols, 4.2 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
     colours = {"pareco": "tab:red", "slim": "tab:blue", "twostage": "tab:green"}
-    for ax, (title, cell) in zip(axes[0], panels.items()):
+    for ax, (title, cell) in zip(axes.flat, panels.items()):
         labelled: set[str] = set()
         for run in sorted(cell, key=lambda r: (r["method"], r["seed"])):
             pts = sorted(run["front"], key=lambda p: p["cost_ratio"])
             label = None if run["method"] in labelled else run["method"]
             labelled.add(run["method"])
             ax.step([p["cost_ratio"] for p in pts], [100 * p["test_acc"] for p in pts], where="post",
-                    color=colours.get(run["method"]), alpha=0.8, label=label, marker=".")
+                    color=colours.get(run["method"]), alpha=0.7, lw=1.0, label=label, marker=".", ms=4)
         for budget in BUDGETS[:-1]:
             ax.axvline(budget, color="grey", lw=0.5, ls=":")
         ax.set_title(title, fontsize=9)
