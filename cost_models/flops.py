@@ -14,6 +14,8 @@ an error naming the node and how to add its formula.
 """
 from __future__ import annotations
 
+import itertools
+
 import math
 import operator
 from typing import Any, Sequence
@@ -246,20 +248,44 @@ class _NodeCounter(fx.Interpreter):
         return out
 
 
+class _Counting(nn.Module):
+    """The counting run as a module, so that ``torch.func.functional_call`` can swap gm's weights."""
+
+    def __init__(self, gm: fx.GraphModule, nodes: set[fx.Node]):
+        super().__init__()
+        self.gm, self.nodes = gm, nodes
+
+    def forward(self, *inputs: Any) -> dict[fx.Node, float]:
+        counter = _NodeCounter(self.gm, self.nodes)
+        counter.run(*inputs)
+        return counter.macs
+
+
 def _measure(analysis: Any, nodes: list[fx.Node]) -> dict[fx.Node, float]:
     """FlopCounterMode MACs of ``nodes`` in one batch-1 run (eval mode, grad enabled: the
-    counter's own convention, see DESIGN.md invariant 3)."""
+    counter's own convention, see DESIGN.md invariant 3).
+
+    The slimmable model shares weights with ``analysis.gm`` and may have moved them (to a GPU,
+    say) before this first compile; the run then goes on meta copies of the weights and inputs,
+    since MACs depend on shapes only.
+    """
     gm = analysis.gm
     modes = [(m, m.training) for m in gm.modules()]
+    tensors = dict(itertools.chain(gm.named_parameters(remove_duplicate=False),
+                                   gm.named_buffers(remove_duplicate=False)))
+    inputs = analysis.example_inputs
+    run = _Counting(gm, set(nodes))
     gm.eval()
     try:
-        counter = _NodeCounter(gm, set(nodes))
         with torch.enable_grad():
-            counter.run(*analysis.example_inputs)
+            if all(t.device.type == "cpu" for t in tensors.values()):
+                return run(*inputs)
+            meta = {f"gm.{name}": torch.empty_like(t, device="meta") for name, t in tensors.items()}
+            inputs = tuple(x.to("meta") if isinstance(x, torch.Tensor) else x for x in inputs)
+            return torch.func.functional_call(run, meta, inputs)
     finally:
         for m, training in modes:
             m.training = training
-    return counter.macs
 
 
 def node_macs(analysis: Any) -> dict[str, Poly]:

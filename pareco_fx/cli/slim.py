@@ -76,6 +76,8 @@ def _data_source(data: str | None, loaded: Any) -> str:
 @click.option("--input-shape", metavar="SHAPE", help="Shape of a random example input, e.g. 1,3,64,64.")
 @click.option("--out", "out_dir", metavar="DIR", help="Run directory [default: runs/<model>-<method>-<cost>].")
 @click.option("--seed", type=int, help="Seed of the weights, data split and order, and sampler [default: 0].")
+@click.option("--device", help="Where to train: cpu, cuda or cuda:N [default: cuda when available, else cpu; "
+              "under torchrun, the process's own GPU with nccl and the CPU with gloo].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--force", is_flag=True, help="Start over in an --out that holds a run.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
@@ -84,8 +86,8 @@ def _data_source(data: str | None, loaded: Any) -> str:
 @pass_app
 def slim_cmd(app: AppContext, model_spec: str, cost: str | None, method: str | None, epochs: int | None,
              batch_size: int | None, lr: float | None, min_width: float | None, divisor: int | None,
-             data: str | None, input_shape: str | None, out_dir: str | None, seed: int | None, resume: bool,
-             force: bool, no_progress: bool, as_json: bool) -> None:
+             data: str | None, input_shape: str | None, out_dir: str | None, seed: int | None, device: str | None,
+             resume: bool, force: bool, no_progress: bool, as_json: bool) -> None:
     """Train MODEL's shared weights and per-group widths; write the front to the run directory.
 
     Under ``torchrun`` every process runs this command; they train together (see the README's
@@ -95,13 +97,13 @@ def slim_cmd(app: AppContext, model_spec: str, cost: str | None, method: str | N
 
     with distributed_from_env() as comm:
         _slim(app, comm, model_spec, cost, method, epochs, batch_size, lr, min_width, divisor, data, input_shape,
-              out_dir, seed, resume, force, no_progress, as_json)
+              out_dir, seed, device, resume, force, no_progress, as_json)
 
 
 def _slim(app: AppContext, comm: Comm, model_spec: str, cost: str | None, method: str | None, epochs: int | None,
           batch_size: int | None, lr: float | None, min_width: float | None, divisor: int | None, data: str | None,
-          input_shape: str | None, out_dir: str | None, seed: int | None, resume: bool, force: bool,
-          no_progress: bool, as_json: bool) -> None:
+          input_shape: str | None, out_dir: str | None, seed: int | None, device: str | None, resume: bool,
+          force: bool, no_progress: bool, as_json: bool) -> None:
     import torch
 
     import pareco_fx
@@ -114,6 +116,7 @@ def _slim(app: AppContext, comm: Comm, model_spec: str, cost: str | None, method
         raise UserInputError("--resume and --force exclude each other: continue the run or start over")
     check_names([method] if method else [], METHODS, "method")
     check_names([cost] if cost else [], sorted(cost_models.available()), "cost model")
+    where = training_device(device, comm)
     given = {k: v for k, v in dict(method=method, cost=cost, epochs=epochs, batch_size=batch_size, lr=lr,
                                    seed=seed).items() if v is not None}
     fresh = TrainConfig().replace(**given)
@@ -136,8 +139,8 @@ def _slim(app: AppContext, comm: Comm, model_spec: str, cost: str | None, method
     _check_fits(loaded, train_set, src["data"])
     slim = pareco_fx.make_slimmable(loaded.model, loaded.example_inputs, min_width=src["min_width"],
                                     divisor=src["divisor"])
-    if comm.device.type == "cuda":  # nccl: one GPU per local rank
-        slim.to(comm.device)
+    slim.cost(config.cost)  # compiled before the move: a measuring run reads the CPU example inputs
+    slim.to(where)
     if comm.is_main and not stored:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / SOURCE, src)
@@ -159,6 +162,40 @@ def _slim(app: AppContext, comm: Comm, model_spec: str, cost: str | None, method
         return
     app.out.print(front_table(front))
     app.err.print(f"run written to {out}/ (front.json, front.csv, front.png, widths.png, checkpoint.pt)")
+
+
+def training_device(requested: str | None, comm: Comm) -> Any:
+    """The torch device to train on: ``requested`` checked against this machine, else the default.
+
+    Raises:
+        UserInputError: not a device name, not cpu/cuda, CUDA missing, a GPU index out of range, or
+            a device other than the process's own GPU under ``torchrun`` with nccl.
+    """
+    import torch
+
+    if requested is None:
+        if comm.active:
+            return comm.device
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, ValueError) as e:
+        raise UserInputError(f"--device {requested!r} is not a device ({e}); use cpu, cuda or cuda:N") from e
+    if device.type not in ("cpu", "cuda"):
+        raise UserInputError(f"--device {requested!r}: only cpu and cuda are supported; use cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserInputError(f"--device {requested}: CUDA is not available on this machine; use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise UserInputError(f"--device {requested}: this machine has {count} GPU(s), cuda:0 to "
+                                 f"cuda:{count - 1}; choose one of them")
+    if comm.device.type == "cuda" and device.type == "cuda" and device.index is None:
+        return comm.device
+    if comm.device.type == "cuda" and device != comm.device:
+        raise UserInputError(f"--device {requested}: under torchrun with nccl each process trains on its own "
+                             f"GPU ({comm.device}); leave --device out")
+    return device
 
 
 def _check_fits(loaded: Any, train_set: Any, data: str) -> None:

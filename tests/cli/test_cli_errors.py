@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from cli_helpers import TINY_CNN, assert_one_line_error, state
 
@@ -82,6 +83,10 @@ def test_untraceable_error_names_the_line(tmp_path: Path, run_cli) -> None:
     ("--method", "random", "unknown method 'random'; available: pareco, slim, twostage"),
     ("--cost", "latency", "unknown cost model 'latency'; available: "),
     ("--data", "/nonexistent/fashion", "/nonexistent/fashion"),
+    ("--device", "meta", "--device 'meta': only cpu and cuda are supported; use cpu, cuda or cuda:N"),
+    ("--device", "gpu0", "--device 'gpu0' is not a device"),
+    pytest.param("--device", "cuda", "--device cuda: CUDA is not available on this machine; use --device cpu",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
 ])
 def test_slim_bad_options(tmp_path: Path, run_cli, model_file, option: str, value: str, message: str) -> None:
     path = model_file(TINY_CNN)

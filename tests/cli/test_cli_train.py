@@ -75,7 +75,7 @@ def trained(tmp_path_factory) -> dict[str, Path]:
     for method in ("pareco", "slim"):
         out = root / f"run-{method}"
         result = invoke("slim", str(model), "--method", method, "--cost", "flops", "--out", str(out), "--json",
-                        *SLIM_ARGS)
+                        "--device", "cpu", *SLIM_ARGS)
         assert result.exit_code == 0, result.stderr
         runs[method] = out
         runs[f"{method}-json"] = json.loads(result.stdout)

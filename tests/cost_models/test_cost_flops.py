@@ -115,6 +115,10 @@ def test_unknown_op_on_frozen_channels_is_measured_once():
     macs = {name: poly.evaluate(full).item() for name, poly in flops.node_macs(slim.analysis).items()}
     # conv 8·27·64 = 13824, tensordot (measured) 64·8·5 = 2560, head 5·2 = 10
     assert macs == {"conv": 13824, "tensordot": 2560, "head": 10}
+    # Compiled after the weights moved (to the meta device here, a GPU in use): the measuring run
+    # follows the weights instead of failing on the CPU example inputs.
+    moved = pareco_fx.make_slimmable(TensorDot().eval(), (torch.randn(2, 3, 8, 8),)).to("meta")
+    assert moved.cost("flops") == slim.cost("flops") == 13824 + 2560 + 10
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
