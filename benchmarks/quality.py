@@ -132,7 +132,7 @@ def run_cell(args: argparse.Namespace, model_name: str, cost: str, method: str, 
         method=method, cost=cost, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=5e-4, warmup_epochs=min(1.0, args.epochs / 5), schedule="linear", num_sampled=2,
         seed=seed, num_width_vectors=args.width_vectors, recal_batches=args.recal_batches,
-        slim_eval_points=args.eval_points, twostage_evals=args.twostage_evals,
+        slim_eval_points=args.eval_points, twostage_evals=args.twostage_evals, search_pool=args.search_pool,
     )
     train_set, val_set, test_set = data
     load_before = os.getloadavg()[0]
@@ -212,6 +212,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--recal-batches", type=int, default=8)
     parser.add_argument("--eval-points", type=int, default=30, help="uniform multipliers evaluated")
     parser.add_argument("--twostage-evals", type=int, default=500)
+    parser.add_argument("--search-pool", default="mixed", choices=("mixed", "box"),
+                        help="candidates of the GP search (TrainConfig.search_pool)")
     parser.add_argument("--data", default="fashion-mnist", help="IDX directory, 'fashion-mnist' or 'embedded'")
     parser.add_argument("--out", type=Path, default=RESULTS / "quality.json")
     parser.add_argument("--threads", type=int, default=None,

@@ -1,6 +1,7 @@
 """Aggregate ``benchmarks/results/quality.json`` and render its README tables and plots.
 
 usage (from the checkout): .venv/bin/python benchmarks/quality_report.py [--json PATH] [--readme README.md]
+       [--variant PATH --section NAME]
 
 Per (model, cost, method, epochs, train size) the runs of all seeds are summarised: at each
 budget the sub-network with the best *validation* accuracy whose cost ratio is within the budget,
@@ -10,7 +11,10 @@ compared with each baseline per budget; a difference below two standard deviatio
 of the two methods') is a tie. The allocation check says where per-group widths pay: how much of
 PareCO's front is uniform, and how its non-uniform points compare with the same seed's slim front
 at the same cost. The README section between the ``quality:begin`` and
-``quality:end`` markers is regenerated; the plots go next to the JSON.
+``quality:end`` markers is regenerated; the plots go next to the JSON. ``--variant`` takes a
+file of ``pareco`` runs of another configuration (say ``--search-pool box``) and tabulates them in
+place of the main file's ``pareco`` runs, against the same baselines, for the settings the variant
+covers, between the ``quality-NAME:begin`` and ``quality-NAME:end`` markers.
 """
 from __future__ import annotations
 
@@ -335,33 +339,55 @@ def _chosen(front: Sequence[Mapping[str, Any]], budget: float) -> Mapping[str, A
     return max(fitting, key=lambda p: (p["val_acc"], -p["cost_ratio"])) if fitting else None
 
 
-def update_readme(readme: str, body: str) -> str:
-    """``readme`` with the text between the quality markers replaced by ``body``.
+def with_variant(runs: Sequence[Mapping[str, Any]], variant: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The baselines of ``runs`` for the settings ``variant`` covers, with ``variant``'s ``pareco``
+    runs in place of their own."""
+    covered = {_setting(r) for r in variant}
+    return [r for r in runs if _setting(r) in covered and r["method"] != "pareco"] + [
+        r for r in variant if r["method"] == "pareco"]
+
+
+def markers(section: str | None) -> tuple[str, str]:
+    """The README markers of the main tables (``None``) or of a named variant section."""
+    if section is None:
+        return BEGIN, END
+    return f"<!-- quality-{section}:begin -->", f"<!-- quality-{section}:end -->"
+
+
+def update_readme(readme: str, body: str, section: str | None = None) -> str:
+    """``readme`` with the text between the quality markers (of ``section``) replaced by ``body``.
 
     Raises:
         ValueError: the markers are missing (add them to the README's quality section).
     """
-    start, end = readme.find(BEGIN), readme.find(END)
+    begin, end_marker = markers(section)
+    start, end = readme.find(begin), readme.find(end_marker)
     if start < 0 or end < start:
-        raise ValueError(f"README lacks the markers {BEGIN} ... {END}; add them to the quality section")
-    return readme[: start + len(BEGIN)] + "\n" + body + readme[end:]
+        raise ValueError(f"README lacks the markers {begin} ... {end_marker}; add them to the quality section")
+    return readme[: start + len(begin)] + "\n" + body + readme[end:]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=Path, default=RESULTS / "quality.json")
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument("--variant", type=Path, help="pareco runs of another configuration")
+    parser.add_argument("--section", help="README section of the variant (its marker name)")
     args = parser.parse_args(argv)
-    data = json.loads(args.json.read_text())
-    runs = data["runs"]
-    entries = aggregate(runs)
-    plot_fronts(runs, args.json.parent / "quality_fronts.png")
-    plot_widths(runs, args.json.parent / "quality_widths.png")
-    body = render_tables(entries) + (
-        "\n![fronts](benchmarks/results/quality_fronts.png)\n\n"
-        "![widths PareCO chose against uniform](benchmarks/results/quality_widths.png)\n")
-    args.readme.write_text(update_readme(args.readme.read_text(), body))
-    print(f"README quality tables regenerated from {len(runs)} runs")
+    if (args.variant is None) != (args.section is None):
+        parser.error("--variant and --section go together")
+    runs = json.loads(args.json.read_text())["runs"]
+    stem = "quality"
+    if args.variant is not None:
+        runs = with_variant(runs, json.loads(args.variant.read_text())["runs"])
+        stem = f"quality_{args.section}"
+    plot_fronts(runs, RESULTS / f"{stem}_fronts.png")
+    plot_widths(runs, RESULTS / f"{stem}_widths.png")
+    body = render_tables(aggregate(runs)) + (
+        f"\n![fronts](benchmarks/results/{stem}_fronts.png)\n\n"
+        f"![widths PareCO chose against uniform](benchmarks/results/{stem}_widths.png)\n")
+    args.readme.write_text(update_readme(args.readme.read_text(), body, args.section))
+    print(f"README {stem} tables regenerated from {len(runs)} runs")
 
 
 if __name__ == "__main__":

@@ -193,3 +193,15 @@ def test_cells_run_seed_by_seed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cells == [("a", "flops", "pareco", 0), ("a", "flops", "slim", 0), ("b", "flops", "pareco", 0),
                      ("b", "flops", "slim", 0), ("a", "flops", "pareco", 1), ("a", "flops", "slim", 1),
                      ("b", "flops", "pareco", 1), ("b", "flops", "slim", 1)]
+
+
+def test_a_variant_replaces_pareco_for_the_settings_it_covers() -> None:
+    main = [run(m, s, FRONT) for m in qr.METHODS for s in (0, 1)] + [run("slim", 0, FRONT, epochs=9)]
+    variant = [{**run("pareco", s, FRONT), "wall_s": 99.0} for s in (0, 1)]
+    runs = qr.with_variant(main, variant)
+    assert sorted((r["method"], r["seed"], r["wall_s"]) for r in runs) == [
+        ("pareco", 0, 99.0), ("pareco", 1, 99.0), ("slim", 0, 10.0), ("slim", 1, 11.0),
+        ("twostage", 0, 10.0), ("twostage", 1, 11.0)]
+    begin, end = qr.markers("box")
+    readme = f"x\n{qr.BEGIN}\nmain\n{qr.END}\n{begin}\nold\n{end}\n"
+    assert qr.update_readme(readme, "new\n", "box") == f"x\n{qr.BEGIN}\nmain\n{qr.END}\n{begin}\nnew\n{end}\n"

@@ -12,6 +12,7 @@ __all__ = ["METHODS", "SCHEDULES", "TrainConfig"]
 
 METHODS = ("pareco", "slim", "twostage")
 SCHEDULES = ("linear", "cosine")
+SEARCH_POOLS = ("mixed", "box")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,12 @@ class TrainConfig:
             fit stays well below the cost of a training step; unless ``pareto_aware``, only these
             are re-scored every period (the older ones are re-scored once, after training).
         search_candidates: random candidates of the vectorised acquisition search.
+        search_pool: where those candidates come from. ``mixed``: uniform multipliers (one in
+            eight), i.i.d. per-group widths and the scored history. ``box``: per candidate a random
+            centre and spread in the width box, per-group widths uniform within it (i.i.d. widths
+            are the widest spread), with no exact uniform vector and no history point, so every
+            proposal is a new vector and the pessimistic UCB cannot settle on the uniform priors
+            it knows best; the centres keep the ends of the cost range reachable.
         recal_batches: training batches that re-estimate BatchNorm statistics of each evaluated
             width vector.
         front_coverage: history layers are peeled until they cover this share of the cost range.
@@ -85,6 +92,7 @@ class TrainConfig:
     pareto_aware: bool = False
     gp_max_points: int = 300
     search_candidates: int = 2048
+    search_pool: str = "mixed"
     recal_batches: int = 4
     front_coverage: float = 0.9
     twostage_evals: int = 1000
@@ -95,6 +103,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise UserInputError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.search_pool not in SEARCH_POOLS:
+            raise UserInputError(f"unknown search_pool {self.search_pool!r}; choose one of {', '.join(SEARCH_POOLS)}")
         if self.schedule not in SCHEDULES:
             raise UserInputError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         positive = ("epochs", "batch_size", "num_width_vectors", "recal_batches", "slim_eval_points",

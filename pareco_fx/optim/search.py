@@ -184,7 +184,8 @@ class ChebyshevSearch:
         model: the loss model (UCB, standardised units).
         config: z, rho, tolerance, halvings and the candidate count.
         generator: random candidates and perturbations.
-        extra: further slimmable-width candidates ``[B, d]`` (e.g. the history).
+        extra: further slimmable-width candidates ``[B, d]`` (e.g. the history); the ``mixed``
+            pool only.
         cost_scale: (mean, std) that standardise cost ratios like the loss; defaults to the
             candidates' own.
     """
@@ -200,10 +201,12 @@ class ChebyshevSearch:
     ) -> None:
         self.space, self.model, self.config, self.generator = space, model, config, generator
         count = config.search_candidates
-        uniform = space.project(space.random_uniform(max(1, count // 8), generator))
-        iid = space.project(space.random(count - len(uniform), generator))
-        parts = [uniform, iid] + ([extra.double()] if extra is not None and len(extra) else [])
-        x = torch.cat(parts)
+        if config.search_pool == "box":
+            x = space.from_unit(random_boxes(count, space.dim, generator))
+        else:
+            uniform = space.project(space.random_uniform(max(1, count // 8), generator))
+            iid = space.project(space.random(count - len(uniform), generator))
+            x = torch.cat([uniform, iid] + ([extra.double()] if extra is not None and len(extra) else []))
         with single_thread():
             ratio = space.ratio(space.embed(x))
         if cost_scale is None:
@@ -267,6 +270,16 @@ class ChebyshevSearch:
             index = torch.argmin((self.ratio - target).abs())
         ratio = float(self.ratio[index])
         return SearchResult(self.space.embed(self.x[index][None])[0], ratio, target, lam, abs(ratio - target) <= tol)
+
+
+def random_boxes(count: int, dim: int, generator: torch.Generator) -> Tensor:
+    """``count`` points of the unit cube ``[count, dim]``, each drawn uniformly from its own random
+    sub-box (centre c ~ U(0, 1), half-width s ~ U(0, 1/2), clipped to the cube): near-uniform and
+    spread-out vectors at every cost level, none exactly uniform."""
+    centre = torch.rand(count, 1, generator=generator, dtype=torch.float64)
+    spread = 0.5 * torch.rand(count, 1, generator=generator, dtype=torch.float64)
+    noise = 2.0 * torch.rand(count, dim, generator=generator, dtype=torch.float64) - 1.0
+    return (centre + spread * noise).clamp(0.0, 1.0)
 
 
 def target_weights(ratios: Tensor, losses: Tensor, ratio_min: float, bins: int = TARGET_BINS) -> Tensor:

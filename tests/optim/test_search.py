@@ -30,13 +30,19 @@ def scored_history(space: WidthSpace, count: int, seed: int) -> History:
     return history
 
 
+@pytest.mark.parametrize("pool", ["mixed", "box"])
 @pytest.mark.parametrize("cost", ["memory", "flops"])
-def test_lambda_search_hits_target_cost(slim, cost: str) -> None:
+def test_lambda_search_hits_target_cost(slim, cost: str, pool: str) -> None:
     space = WidthSpace.from_slim(slim, cost)
     history = scored_history(space, 40, seed=1)
-    model = LossModel(space, history, CONFIG.ucb_beta, CONFIG.gp_max_points, seed=0)
-    search = ChebyshevSearch(space, model, CONFIG, torch.Generator().manual_seed(2))
-    for target in (0.3, 0.5, 0.7, 0.9):
+    config = CONFIG.replace(search_pool=pool)
+    model = LossModel(space, history, config.ucb_beta, config.gp_max_points, seed=0)
+    search = ChebyshevSearch(space, model, config, torch.Generator().manual_seed(2),
+                             extra=space.project(history.widths))
+    targets = [0.3, 0.5, 0.7, 0.9]
+    if pool == "box":  # its centres reach the ends of the cost range too
+        targets += [space.ratio_min + config.lambda_tolerance, 1.0 - config.lambda_tolerance]
+    for target in targets:
         result = search.solve(target)
         assert result.converged
         assert abs(result.ratio - target) <= CONFIG.lambda_tolerance
@@ -46,6 +52,9 @@ def test_lambda_search_hits_target_cost(slim, cost: str) -> None:
         x = space.project(result.widths[None])
         assert torch.all(result.widths[~space.slimmable] == 1.0)
         assert torch.all((x >= space.min_width) & (x <= 1.0))
+        if pool == "box":  # a new vector, not a history point, not a uniform multiplier
+            assert not torch.any(torch.all(history.widths == result.widths, dim=1))
+            assert len(set(x[0].tolist())) > 1
 
 
 def test_lambda_trades_cost_against_loss(slim) -> None:
@@ -56,12 +65,14 @@ def test_lambda_trades_cost_against_loss(slim) -> None:
     assert ratios[0] > ratios[1] > ratios[2]
 
 
-def test_search_beats_uniform_width_at_equal_cost(slim) -> None:
+@pytest.mark.parametrize("pool", ["mixed", "box"])
+def test_search_beats_uniform_width_at_equal_cost(slim, pool: str) -> None:
     # The synthetic loss wants wide early groups, so at a given memory the search must find lower
     # (true) loss than shrinking every group alike.
     space = WidthSpace.from_slim(slim, "memory")
-    model = LossModel(space, scored_history(space, 60, seed=5), CONFIG.ucb_beta, CONFIG.gp_max_points, seed=0)
-    search = ChebyshevSearch(space, model, CONFIG, torch.Generator().manual_seed(6))
+    config = CONFIG.replace(search_pool=pool)
+    model = LossModel(space, scored_history(space, 60, seed=5), config.ucb_beta, config.gp_max_points, seed=0)
+    search = ChebyshevSearch(space, model, config, torch.Generator().manual_seed(6))
     f = torch.linspace(space.min_width, 1.0, 2001, dtype=torch.float64)
     uniform_ratio = space.ratio(space.uniform(f))
     for target in (0.4, 0.6):
