@@ -56,9 +56,10 @@ class TrainConfig:
         search_pool: where those candidates come from. ``mixed``: uniform multipliers (one in
             eight), i.i.d. per-group widths and the scored history. ``box``: per candidate a random
             centre and spread in the width box, per-group widths uniform within it (i.i.d. widths
-            are the widest spread), with no exact uniform vector and no history point, so every
-            proposal is a new vector and the pessimistic UCB cannot settle on the uniform priors
-            it knows best; the centres keep the ends of the cost range reachable.
+            are the widest spread), and no history point: the pessimistic UCB cannot re-propose
+            the uniform priors it knows best, and uniform vectors arise only where clamping sends
+            every group to a bound of the box; the centres keep the ends of the cost range
+            reachable.
         recal_batches: training batches that re-estimate BatchNorm statistics of each evaluated
             width vector.
         front_coverage: history layers are peeled until they cover this share of the cost range.

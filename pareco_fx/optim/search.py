@@ -275,7 +275,8 @@ class ChebyshevSearch:
 def random_boxes(count: int, dim: int, generator: torch.Generator) -> Tensor:
     """``count`` points of the unit cube ``[count, dim]``, each drawn uniformly from its own random
     sub-box (centre c ~ U(0, 1), half-width s ~ U(0, 1/2), clipped to the cube): near-uniform and
-    spread-out vectors at every cost level, none exactly uniform."""
+    spread-out vectors at every cost level; uniform ones only where the clipping sends every
+    coordinate to the same face."""
     centre = torch.rand(count, 1, generator=generator, dtype=torch.float64)
     spread = 0.5 * torch.rand(count, 1, generator=generator, dtype=torch.float64)
     noise = 2.0 * torch.rand(count, dim, generator=generator, dtype=torch.float64) - 1.0

@@ -1,6 +1,7 @@
 """`pareco-fx slim | front | export` end to end on a tiny model with tiny data (1 epoch)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import textwrap
@@ -221,3 +222,17 @@ def test_export_of_a_corrupted_checkpoint(trained, tmp_path: Path) -> None:
     result = invoke("export", str(run), "--budget", "1.0", "--out", str(tmp_path / "sub.pt"))
     assert_one_line_error(result, "truncated")
     assert state(tmp_path) == before
+
+
+def test_search_pool_replay_of_a_run(trained) -> None:
+    # benchmarks/search_pool.py refits a run's history and searches with each candidate pool (the
+    # tiny task has two slimmable groups, so clamping at the box's corners can make box proposals
+    # uniform too: the strict properties are tested on ResNet-20 in tests/optim/test_search.py).
+    spec = importlib.util.spec_from_file_location(
+        "search_pool", Path(__file__).resolve().parents[2] / "benchmarks" / "search_pool.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    report = module.replay(trained["pareco"], proposals=6, seed=0)
+    assert set(report) == {"mixed", "box"}
+    assert report["box"]["median_spread"] > 0
+    assert all(0 <= row["uniform"] <= 6 and 0 <= row["repeats"] <= 6 for row in report.values())
