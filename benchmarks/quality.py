@@ -22,6 +22,7 @@ import argparse
 import concurrent.futures
 import contextlib
 import fcntl
+import functools
 import importlib.util
 import itertools
 import json
@@ -43,6 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pareco_fx  # noqa: E402
 from pareco_fx.data import load_fashion_mnist, stratified_indices  # noqa: E402
 from pareco_fx.optim import METHODS, TrainConfig, train  # noqa: E402
+from pareco_fx.optim.config import SEARCH_POOLS  # noqa: E402
 from pareco_fx.optim.checkpoint import write_json  # noqa: E402
 from quality_report import RESULTS, ROOT, aggregate  # noqa: E402
 
@@ -77,6 +79,7 @@ def build_model(name: str, width_mult: float) -> tuple[nn.Module, tuple[torch.Te
     return model, module.example_inputs()
 
 
+@functools.lru_cache(maxsize=1)  # every cell of a process trains on the same splits
 def load_data(source: str, train_size: int | None, val_size: int | None,
               test_size: int | None) -> tuple[Any, Any, Any]:
     """Full Fashion-MNIST (10 % of each training class held out for validation), optionally
@@ -126,7 +129,6 @@ def run_cell(args: argparse.Namespace, model_name: str, cost: str, method: str, 
     torch.manual_seed(seed)  # the initial weights depend on the seed only, not on the method
     model, inputs = build_model(model_name, args.width_mult)
     slim = pareco_fx.make_slimmable(model, inputs, min_width=args.min_width)
-    slim.cost(cost)  # compiled on the CPU, where the example inputs live (a measuring run may read them)
     slim.to(args.device)
     config = TrainConfig(
         method=method, cost=cost, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -212,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--recal-batches", type=int, default=8)
     parser.add_argument("--eval-points", type=int, default=30, help="uniform multipliers evaluated")
     parser.add_argument("--twostage-evals", type=int, default=500)
-    parser.add_argument("--search-pool", default="mixed", choices=("mixed", "box"),
+    parser.add_argument("--search-pool", default="mixed", choices=SEARCH_POOLS,
                         help="candidates of the GP search (TrainConfig.search_pool)")
     parser.add_argument("--data", default="fashion-mnist", help="IDX directory, 'fashion-mnist' or 'embedded'")
     parser.add_argument("--out", type=Path, default=RESULTS / "quality.json")

@@ -139,7 +139,6 @@ def _slim(app: AppContext, comm: Comm, model_spec: str, cost: str | None, method
     _check_fits(loaded, train_set, src["data"])
     slim = pareco_fx.make_slimmable(loaded.model, loaded.example_inputs, min_width=src["min_width"],
                                     divisor=src["divisor"])
-    slim.cost(config.cost)  # compiled before the move: a measuring run reads the CPU example inputs
     slim.to(where)
     if comm.is_main and not stored:
         out.mkdir(parents=True, exist_ok=True)
