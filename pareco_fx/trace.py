@@ -7,7 +7,9 @@ recorded size is per example. A submodule that fx cannot trace becomes a leaf an
 """
 from __future__ import annotations
 
+import collections
 import copy
+import itertools
 import linecache
 import traceback
 from typing import Any, Callable, Iterable
@@ -93,9 +95,36 @@ def batch_one(inputs: Iterable[Any]) -> tuple:
     return tuple(t[:1] if isinstance(t, torch.Tensor) and t.dim() > 0 else t for t in inputs)
 
 
+def _lazy_copy(t: torch.Tensor) -> torch.Tensor | None:
+    """A copy-on-write clone of a plain dense tensor (None where torch has none for it)."""
+    if not hasattr(torch, "_lazy_clone") or type(t) not in (torch.Tensor, nn.Parameter) \
+            or t.layout != torch.strided or t.device.type not in ("cpu", "cuda"):
+        return None
+    data = torch._lazy_clone(t.detach())
+    return nn.Parameter(data, t.requires_grad) if isinstance(t, nn.Parameter) else data
+
+
+def private_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` whose parameters and buffers are copied on first write.
+
+    The copy never aliases the user's weights (a write on either side copies the tensor first),
+    yet costs no memory or time until then: most of the time of a plain deep copy of a large
+    model is spent copying weights that are never written during the analysis.
+    """
+    tensors = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    owners = collections.Counter(t.untyped_storage()._cdata for t in tensors.values())
+    memo: dict[int, Any] = {}
+    for key, t in tensors.items():
+        # tensors that share a storage (views of each other) keep deepcopy's shared copy
+        lazy = _lazy_copy(t) if owners[t.untyped_storage()._cdata] == 1 else None
+        if lazy is not None:
+            memo[key] = lazy
+    return copy.deepcopy(model, memo)
+
+
 def trace(model: nn.Module, example_inputs: tuple) -> fx.GraphModule:
-    """Trace a deep copy of ``model`` and record shapes, values and storages at batch size 1."""
-    model = copy.deepcopy(model)
+    """Trace a private copy of ``model`` and record shapes, values and storages at batch size 1."""
+    model = private_copy(model)
     tracer = _Tracer()
     try:
         graph = tracer.trace(model)
@@ -118,9 +147,10 @@ class _Recorder(fx.Interpreter):
 
         def visit(v: Any) -> Any:
             if isinstance(v, torch.Tensor):
+                # the storage's address, not its data pointer: reading that would copy a lazy copy
                 s = v.untyped_storage()
-                storages.append((s.data_ptr(), s.nbytes() // max(1, v.element_size())))
-                return _extract_tensor_metadata(v)
+                storages.append((s._cdata, s.nbytes() // max(1, v.element_size())))
+                return _extract_tensor_metadata(v, include_contiguity=False)
             return v
 
         meta = fx.node.map_aggregate(value, visit)

@@ -135,3 +135,21 @@ def test_original_model_is_untouched():
     s(torch.randn(4, 3, 8, 8)).sum().backward()
     assert type(model.conv1) is nn.Conv2d
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_weights_are_private_both_ways():
+    """The slimmable model's weights start as lazy copies: a write on either side never shows
+    on the other (an optimiser step on the slim model, an in-place edit of the user's model)."""
+    model = Net()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    s = pareco_fx.make_slimmable(model, (torch.randn(2, 3, 8, 8),))
+    opt = torch.optim.SGD(s.parameters(), lr=0.5)
+    s.train()
+    s(torch.randn(4, 3, 8, 8)).sum().backward()
+    opt.step()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    slim_before = {k: v.clone() for k, v in s.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)
+    assert all(torch.equal(slim_before[k], v) for k, v in s.state_dict().items())

@@ -8,7 +8,7 @@ import torch.nn as nn
 import pareco_fx
 from pareco_fx.errors import TraceError
 from pareco_fx.ir import META_VALUE
-from pareco_fx.trace import trace
+from pareco_fx.trace import private_copy, trace
 
 
 class Untraceable(nn.Module):
@@ -81,3 +81,24 @@ def test_values_and_shapes_at_batch_one():
     assert size.meta[META_VALUE] == 1
     out = next(n for n in gm.graph.nodes if n.target == "view")
     assert tuple(out.meta["tensor_meta"].shape) == (1, 6)
+
+
+class Tied(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
+        self.b.weight = self.a.weight
+        self.register_buffer("table", torch.arange(8.0))
+        self.register_buffer("head", self.table[:4])  # a view of another buffer
+
+
+def test_private_copy_keeps_sharing_and_never_aliases():
+    model = Tied()
+    copy = private_copy(model)
+    assert copy.a.weight is copy.b.weight and copy.a.weight is not model.a.weight
+    copy.table.add_(1)  # the view follows its base in the copy, the original stays
+    assert torch.equal(copy.head, torch.arange(1.0, 5.0))
+    assert torch.equal(model.table, torch.arange(8.0))
+    with torch.no_grad():
+        model.a.weight.zero_()
+    assert copy.a.weight.abs().sum() > 0
