@@ -1,7 +1,7 @@
 """Aggregate ``benchmarks/results/quality.json`` and render its README tables and plots.
 
 usage (from the checkout): .venv/bin/python benchmarks/quality_report.py [--json PATH] [--readme README.md]
-       [--variant PATH --section NAME]
+       [--section NAME [--variant PATH]]
 
 Per (model, cost, method, epochs, train size) the runs of all seeds are summarised: at each
 budget the sub-network with the best *validation* accuracy whose cost ratio is within the budget,
@@ -14,7 +14,8 @@ at the same cost. The README section between the ``quality:begin`` and
 ``quality:end`` markers is regenerated; the plots go next to the JSON. ``--variant`` takes a
 file of ``pareco`` runs of another configuration (say ``--search-pool box``) and tabulates them in
 place of the main file's ``pareco`` runs, against the same baselines, for the settings the variant
-covers, between the ``quality-NAME:begin`` and ``quality-NAME:end`` markers.
+covers, between the ``quality-NAME:begin`` and ``quality-NAME:end`` markers; ``--section`` alone
+tabulates the runs of ``--json`` there (a separate sweep, say a longer one).
 """
 from __future__ import annotations
 
@@ -372,15 +373,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, default=RESULTS / "quality.json")
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
     parser.add_argument("--variant", type=Path, help="pareco runs of another configuration")
-    parser.add_argument("--section", help="README section of the variant (its marker name)")
+    parser.add_argument("--section", help="README section to regenerate (its marker name); default: the main "
+                        "tables. With --json alone, a section of that file's own runs")
     args = parser.parse_args(argv)
-    if (args.variant is None) != (args.section is None):
-        parser.error("--variant and --section go together")
+    if args.variant is not None and args.section is None:
+        parser.error("--variant needs --section (the README section its tables go to)")
     runs = json.loads(args.json.read_text())["runs"]
-    stem = "quality"
+    stem = "quality" if args.section is None else f"quality_{args.section}"
     if args.variant is not None:
         runs = with_variant(runs, json.loads(args.variant.read_text())["runs"])
-        stem = f"quality_{args.section}"
     plot_fronts(runs, RESULTS / f"{stem}_fronts.png")
     plot_widths(runs, RESULTS / f"{stem}_widths.png")
     body = render_tables(aggregate(runs)) + (
