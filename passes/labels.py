@@ -72,11 +72,9 @@ class Layout:
 
 def varying_axes(t: torch.Tensor) -> list[int]:
     """Axes along which the labels of ``t`` change."""
-    out = []
-    for d in range(t.dim()):
-        if t.shape[d] > 1 and bool((t != t.narrow(d, 0, 1)).any()):
-            out.append(d)
-    return out
+    # an expanded axis (stride 0) repeats one slice: no need to compare it
+    return [d for d in range(t.dim()) if t.shape[d] > 1 and t.stride(d) != 0
+            and not torch.equal(t, t.narrow(d, 0, 1).expand_as(t))]
 
 
 def leaves(tree: Any) -> list:
