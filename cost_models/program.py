@@ -143,8 +143,16 @@ class CostProgram:
                 f"features={self.num_features})")
 
 
+_FIRST_RIVALS = 4  # rivals tested first in a box: they settle most polynomials
+_CHUNK = 1 << 22  # most pair x monomial entries tested at once in a box (32 MiB of float64)
+
+
 def _monomial_values(monos: list[Monomial], feats: torch.Tensor) -> torch.Tensor:
-    return torch.stack([feats[list(m)].prod() if m else feats.new_ones(()) for m in monos])
+    out = feats.new_ones(len(monos))
+    for degree in {len(m) for m in monos} - {0}:  # one product per degree, not per monomial
+        at = [i for i, m in enumerate(monos) if len(m) == degree]
+        out[at] = feats[torch.tensor([monos[i] for i in at])].prod(dim=1)
+    return out
 
 
 def _undominated(polys: Sequence[Poly], box: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[int]:
@@ -155,28 +163,48 @@ def _undominated(polys: Sequence[Poly], box: tuple[torch.Tensor, torch.Tensor] |
     if not polys or not monos:
         return list(range(min(1, len(polys))))
     at = {m: i for i, m in enumerate(monos)}
+    rows, cols, values = zip(*[(j, at[m], c) for j, p in enumerate(polys) for m, c in p.terms.items()])
     coef = torch.zeros(len(polys), len(monos), dtype=torch.float64)
-    for j, p in enumerate(polys):
-        for m, c in p.terms.items():
-            coef[j, at[m]] = c
-    if box is not None:
-        low, high = (_monomial_values(monos, b) for b in box)
+    coef[list(rows), list(cols)] = torch.tensor(values, dtype=torch.float64)
+    # k beats j: never below it, and either somewhere above it or equal and earlier. This
+    # is a strict order (the interval test is transitive), so every dropped polynomial is
+    # beaten by a kept one. "j never below k" tests j - k, the exact negation of k - j.
+    if box is None:
+        above = _never_below_everywhere(coef)
+        earlier = torch.arange(len(polys))
+        beaten = (above & (~above.T | (earlier[:, None] < earlier))).any(dim=0)
+        return torch.nonzero(~beaten).flatten().tolist()
 
-    def never_below(diff: torch.Tensor) -> torch.Tensor:  # per row: diff >= 0 on the domain
-        if box is None:
-            return (diff >= 0).all(dim=1)
+    low, high = (_monomial_values(monos, b) for b in box)
+
+    def never_below(ks: torch.Tensor, js: torch.Tensor) -> torch.Tensor:  # [k, j]: k - j >= 0 in the box
         # features >= 0: a monomial's range over the box is [its value at lo, its value at hi]
-        return torch.where(diff > 0, diff * low, diff * high).sum(dim=1) >= 0
+        diff = coef[ks, None] - coef[None, js]
+        return torch.where(diff > 0, diff * low, diff * high).sum(dim=2) >= 0
 
-    earlier = torch.arange(len(polys))
-    kept = []
-    for j in range(len(polys)):
-        diff = coef - coef[j]
-        above, below = never_below(diff), never_below(-diff)
-        # k beats j: never below it, and either somewhere above it or equal and earlier. This
-        # is a strict order (the interval test is transitive), so every dropped polynomial is
-        # beaten by a kept one.
-        if bool((above & (~below | (earlier < j))).any()):
-            continue
-        kept.append(j)
-    return kept
+    # Rivals, the likeliest winners (highest at the top of the box) first: the first few beat
+    # most polynomials, so the others are only tested against the few left.
+    rivals = torch.argsort(coef @ high, descending=True)
+    beaten = torch.zeros(len(polys), dtype=torch.bool)
+    done, size = 0, _FIRST_RIVALS
+    while done < len(rivals):
+        # no lone rival at the end: torch sums a [1, 1, M] tensor in parallel chunks once M is large
+        end = done + size if len(rivals) - done - size > 1 else len(rivals)
+        js, ks = torch.nonzero(~beaten).flatten(), rivals[done:end]
+        above, below = never_below(ks, js), never_below(js, ks).T
+        beaten[js[(above & (~below | (ks[:, None] < js))).any(dim=0)]] = True
+        done += len(ks)
+        size = max(_FIRST_RIVALS, _CHUNK // (max(1, int((~beaten).sum())) * len(monos)))
+    return torch.nonzero(~beaten).flatten().tolist()
+
+
+def _never_below_everywhere(coef: torch.Tensor) -> torch.Tensor:
+    """``[k, j]``: every coefficient of ``k - j`` is >= 0. Polynomials have few terms, so only
+    ``j``'s terms are compared; elsewhere ``j``'s coefficient is 0 and ``k``'s must be >= 0."""
+    j, m = torch.nonzero(coef != 0, as_tuple=True)
+    fails = torch.zeros(len(coef), len(coef), dtype=torch.float64)
+    fails.index_add_(1, j, (~(coef[:, m] - coef[j, m] >= 0)).double())
+    negative = ~(coef >= 0)
+    if bool(negative.any()):
+        fails += negative.double() @ (coef == 0).double().T
+    return fails == 0

@@ -26,57 +26,88 @@ def _groups_from_ties(prop: Any) -> tuple:
     adj = sp.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(N, N))
     _, comp = connected_components(adj, directed=False)
     ncomp = int(comp.max()) + 1
-    frozen_units: dict[int, str] = {}
-    for ids, reason in prop.frozen:
-        for c in np.unique(comp[ids]):
-            frozen_units.setdefault(int(c), reason)
+    frozen_units = _frozen_units(prop.frozen, comp, ncomp)
 
-    # first_real: the earliest channel of each unit created by a layer (not a parameter element)
-    first_real = np.full(ncomp, N, dtype=np.int64)
+    # Every channel created by a layer (not a parameter element), atom by atom, and its atom.
     real_atoms = [(start, size) for start, size, _, real in prop.atoms if real]
-    for start, size in real_atoms:
-        np.minimum.at(first_real, comp[start:start + size], np.arange(start, start + size))
+    sizes = np.array([size for _, size in real_atoms], dtype=np.int64)
+    atom = np.repeat(np.arange(len(real_atoms)), sizes)
+    ch = np.concatenate([np.arange(start, start + size) for start, size in real_atoms]
+                        or [np.zeros(0, dtype=np.int64)])
+    unit = comp[ch].astype(np.int64)
+    # first_real: the earliest channel of each unit created by a layer
+    first_real = np.full(ncomp, N, dtype=np.int64)
+    np.minimum.at(first_real, unit, ch)
     real_unit = first_real < N
-    succ: dict[int, set] = {}
-    pred: dict[int, set] = {}
-    START, END = -1, -2
-    for start, size in real_atoms:
-        s = comp[start:start + size]
-        if (first_real[s] < start).all():
-            continue  # every unit existed before (depthwise conv, residual branch): no new order
-        s = s[np.r_[True, s[1:] != s[:-1]]]
-        pred.setdefault(int(s[0]), set()).add(START)
-        succ.setdefault(int(s[-1]), set()).add(END)
-        for a, b in zip(s[:-1].tolist(), s[1:].tolist()):
-            succ.setdefault(a, set()).add(b)
-            pred.setdefault(b, set()).add(a)
-    nxt = {}
-    for a, ss in succ.items():
-        if len(ss) == 1:
-            b = next(iter(ss))
-            if b != END and len(pred[b]) == 1:
-                nxt[a] = b
-    has_prev = set(nxt.values())
+    # An atom whose units all existed before (depthwise conv, residual branch) adds no order.
+    starts = np.array([start for start, _ in real_atoms], dtype=np.int64)
+    new_atom = np.zeros(len(real_atoms), dtype=bool)
+    new_atom[atom[first_real[unit] >= starts[atom]]] = True
+    seq, atom = unit[new_atom[atom]], atom[new_atom[atom]]
+    # The order of units along each atom: runs of one unit count once.
+    run = (np.diff(seq, prepend=-1) != 0) | (np.diff(atom, prepend=-1) != 0)
+    seq, atom = seq[run], atom[run]
+    cont = atom[1:] == atom[:-1]  # seq[i] -> seq[i + 1] inside one atom
+    a, b = seq[:-1][cont], seq[1:][cont]
+    first, last = seq[np.diff(atom, prepend=-1) != 0], seq[np.diff(atom, append=-1) != 0]
+    # Distinct successors (END counts) and predecessors (START counts) of every unit; a unit
+    # follows another in a group when each is the other's only one.
+    K = ncomp + 1  # pair key a * K + b; ncomp stands for START / END
+    out_deg = np.bincount(_distinct(np.r_[a * K + b, last * K + ncomp]) // K, minlength=ncomp)
+    in_deg = np.bincount(_distinct(np.r_[b * K + a, first * K + ncomp]) // K, minlength=ncomp)
+    link = (out_deg[a] == 1) & (in_deg[b] == 1)
+    nxt = np.full(ncomp, -1, dtype=np.int64)
+    nxt[a[link]] = b[link]
+    has_prev = np.zeros(ncomp, dtype=bool)
+    has_prev[b[link]] = True
     min_id = first_real
-    heads = sorted((u for u in np.flatnonzero(real_unit).tolist() if u not in has_prev), key=lambda u: min_id[u])
+    heads = np.flatnonzero(real_unit & ~has_prev)
+    heads = heads[np.argsort(min_id[heads], kind="stable")]
+    nxt = nxt.tolist()
+    chains = []
+    for h in heads.tolist():
+        chain = [h]
+        while nxt[chain[-1]] >= 0:
+            chain.append(nxt[chain[-1]])
+        chains.append(chain)
     unit_group = np.full(ncomp, -1, dtype=np.int64)
     unit_rank = np.full(ncomp, -1, dtype=np.int64)
-    chains = []
-    for h in heads:
-        chain = [h]
-        while chain[-1] in nxt:
-            chain.append(nxt[chain[-1]])
-        gid = len(chains)
-        unit_group[chain] = gid
-        unit_rank[chain] = np.arange(len(chain))
-        chains.append(chain)
+    _number(chains, unit_group, unit_rank)
     unit_group[comp[0]] = -1  # FIXED is never part of a group
     chains = _split_for_prefixes(chains, comp, unit_group, unit_rank, _vectors(prop))
     chains.sort(key=lambda c: min_id[c[0]])
-    for gid, chain in enumerate(chains):
-        unit_group[chain] = gid
-        unit_rank[chain] = np.arange(len(chain))
+    _number(chains, unit_group, unit_rank)
     return comp, unit_group, unit_rank, chains, frozen_units, pairs, min_id
+
+
+def _frozen_units(frozen: list[tuple[np.ndarray, str]], comp: np.ndarray, ncomp: int) -> dict[int, str]:
+    """{unit: reason of the first entry freezing it}, in the order a loop over the entries (each
+    unit by unit) would meet them; one pass, as entries can hold millions of ids (swin_t)."""
+    if not frozen:
+        return {}
+    entry = np.full(ncomp, len(frozen), dtype=np.int64)
+    np.minimum.at(entry, comp[np.concatenate([ids for ids, _ in frozen])],
+                  np.repeat(np.arange(len(frozen)), [len(ids) for ids, _ in frozen]))
+    units = np.flatnonzero(entry < len(frozen))
+    units = units[np.argsort(entry[units], kind="stable")]
+    reasons = np.array([reason for _, reason in frozen], dtype=object)
+    return dict(zip(units.tolist(), reasons[entry[units]].tolist()))
+
+
+def _distinct(x: np.ndarray) -> np.ndarray:
+    """``np.unique`` of non-negative ints by sorting: many times faster than its hash table."""
+    x = np.sort(x)
+    return x[np.diff(x, prepend=-1) != 0]
+
+
+def _number(chains: list[list[int]], unit_group: np.ndarray, unit_rank: np.ndarray) -> None:
+    """Set the group (index in ``chains``) and rank of every unit of ``chains``."""
+    if not chains:
+        return
+    sizes = np.array([len(c) for c in chains], dtype=np.int64)
+    flat = np.concatenate(chains)
+    unit_group[flat] = np.repeat(np.arange(len(chains)), sizes)
+    unit_rank[flat] = np.arange(len(flat)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
 
 
 def _vectors(prop: Any) -> list[torch.Tensor]:
@@ -95,24 +126,33 @@ def _split_for_prefixes(chains: list[list[int]], comp: np.ndarray, unit_group: n
     """Cut groups so that every tensor holding part of a group holds its first unit: a slice of
     a group (split, chunk, narrow) becomes a group of its own, and no tensor can shrink to zero
     channels."""
-    units = [np.unique(comp[v.numpy()]) for v in vecs]
-    changed = True
-    while changed:
-        changed = False
-        for u in units:
-            g = unit_group[u]
-            u, g = u[g >= 0], g[g >= 0]
-            r = unit_rank[u]
-            for gid in np.unique(g).tolist():
-                first = int(r[g == gid].min())
-                if first > 0:
-                    tail = chains[gid][first:]
-                    chains[gid] = chains[gid][:first]
-                    new = len(chains)
-                    chains.append(tail)
-                    unit_group[tail] = new
-                    unit_rank[tail] = np.arange(len(tail))
-                    changed = True
+    if not chains:
+        return chains
+    # The chains end to end; a cut marks the first unit of each group. Cuts only add up and a
+    # cut stays needed once made, so cutting at every tensor's first unit in each group, round
+    # after round, reaches the same groups as cutting one at a time.
+    order = np.concatenate(chains)
+    cut = np.zeros(len(order), dtype=bool)
+    cut[np.cumsum([0] + [len(c) for c in chains[:-1]])] = True
+    pos = np.full(len(unit_group), -1, dtype=np.int64)
+    pos[order] = np.arange(len(order))
+    pos[unit_group < 0] = -1  # FIXED cuts nothing
+    # (tensor, position) of every grouped unit a tensor holds, sorted (repeats do no harm): the
+    # first of each (tensor, group) run is the earliest unit of that group the tensor holds.
+    labels = np.concatenate([v.reshape(-1).numpy() for v in vecs] or [np.zeros(0, dtype=np.int64)])
+    held = pos[comp[labels]]
+    vec = np.repeat(np.arange(len(vecs)), [v.numel() for v in vecs])[held >= 0]
+    key = np.sort(vec * len(order) + held[held >= 0])
+    vec, held = key // len(order), key % len(order)
+    while True:
+        group = np.cumsum(cut)[held]
+        earliest = held[(np.diff(vec, prepend=-1) != 0) | (np.diff(group, prepend=-1) != 0)]
+        earliest = earliest[~cut[earliest]]
+        if not len(earliest):
+            break
+        cut[earliest] = True
+    chains = [c.tolist() for c in np.split(order, np.flatnonzero(cut)[1:])]
+    _number(chains, unit_group, unit_rank)
     return chains
 
 
