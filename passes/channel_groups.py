@@ -208,8 +208,11 @@ class _Propagator:
         fa, fb = a == FIXED, b == FIXED
         both = ~fa & ~fb
         if bool(both.any()):
-            pairs = torch.stack([a[both], b[both]], 1)
-            self.pairs.append(torch.unique(pairs, dim=0).numpy())
+            # distinct pairs through one int64 key per pair: a 1-D unique is many times faster
+            # than unique(dim=0), and sorts the pairs the same way
+            key = torch.unique(a[both].long() * self.next_id + b[both].long())
+            pairs = torch.stack([key // self.next_id, key % self.next_id], 1).to(a.dtype)
+            self.pairs.append(pairs.numpy())
         one = fa ^ fb
         if bool(one.any()):
             self.freeze(torch.where(fa, b, a)[one], f"tied to a fixed-size tensor ({why})")
