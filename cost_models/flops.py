@@ -24,11 +24,12 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.fx.passes.shape_prop import TensorMetadata
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.swin_transformer import shifted_window_attention
 
 from pareco_fx.errors import CostModelError
-from pareco_fx.ir import META_PARAMS, META_SYM, Poly, SymTensor, prod
+from pareco_fx.ir import META_PARAMS, META_SYM, META_VALUE, Poly, SymTensor, prod
 from pareco_fx.cost_models.base import CostProgram, OpRegistry, OpShapes, sym_tensors, target_name
 from pareco_fx.passes.labels import META_KIND
 
@@ -262,30 +263,84 @@ class _Counting(nn.Module):
 
 
 def _measure(analysis: Any, nodes: list[fx.Node]) -> dict[fx.Node, float]:
-    """FlopCounterMode MACs of ``nodes`` in one batch-1 run (eval mode, grad enabled: the
-    counter's own convention, see DESIGN.md invariant 3).
+    """FlopCounterMode MACs of ``nodes`` at batch size 1 (eval mode, grad enabled: the counter's
+    own convention, see DESIGN.md invariant 3).
 
-    The slimmable model shares weights with ``analysis.gm`` and may have moved them (to a GPU,
-    say) before this first compile; the run then goes on meta copies of the weights and inputs,
-    since MACs depend on shapes only.
+    Each node runs alone on zero tensors of its inputs' recorded shapes (MACs depend on shapes
+    only), so a model with one unknown op costs one op, not a forward pass of the whole model.
+    Where that fails (an op that reads values, or weights moved off the CPU) the whole graph runs
+    once instead.
     """
     gm = analysis.gm
     modes = [(m, m.training) for m in gm.modules()]
+    gm.eval()
+    try:
+        with torch.enable_grad():
+            if all(t.device.type == "cpu" for t in itertools.chain(gm.parameters(), gm.buffers())):
+                try:
+                    return {n: _counted_alone(gm, n) for n in nodes}
+                except Exception:  # noqa: BLE001 - any failure: the whole run below decides
+                    pass
+            return _counted_in_run(analysis, nodes)
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _counted_alone(gm: fx.GraphModule, node: fx.Node) -> float:
+    """MACs of ``node`` run on its own, inputs made from the recorded shapes and values."""
+    if node.op not in _CALLS:
+        return 0.0
+
+    def value(a: fx.Node) -> Any:
+        if a.op == "get_attr":
+            return _attribute(gm, str(a.target))
+        meta = a.meta.get("tensor_meta")
+        return _zeros_like_meta(meta) if meta is not None else a.meta[META_VALUE]
+
+    args, kwargs = fx.node.map_arg(node.args, value), fx.node.map_arg(node.kwargs, value)
+    with FlopCounterMode(display=False) as counter:
+        if node.op == "call_module":
+            gm.get_submodule(node.target)(*args, **kwargs)
+        elif node.op == "call_method":
+            getattr(args[0], node.target)(*args[1:], **kwargs)
+        else:
+            node.target(*args, **kwargs)
+    return counter.get_total_flops() / 2
+
+
+def _attribute(gm: fx.GraphModule, target: str) -> Any:
+    value: Any = gm
+    for name in target.split("."):
+        value = getattr(value, name)
+    return value
+
+
+def _zeros_like_meta(meta: Any) -> Any:
+    """Zero tensors in the structure of a recorded ``tensor_meta`` (a pytree of TensorMetadata)."""
+    if isinstance(meta, TensorMetadata):
+        return torch.zeros(meta.shape, dtype=meta.dtype)
+    if isinstance(meta, (tuple, list)):
+        return type(meta)(_zeros_like_meta(m) for m in meta)
+    if isinstance(meta, dict):
+        return {k: _zeros_like_meta(v) for k, v in meta.items()}
+    return meta
+
+
+def _counted_in_run(analysis: Any, nodes: list[fx.Node]) -> dict[fx.Node, float]:
+    """MACs of ``nodes`` in one run of the whole graph on the example inputs. The slimmable model
+    shares weights with ``analysis.gm`` and may have moved them (to a GPU, say) before this first
+    compile; the run then goes on meta copies of the weights and inputs."""
+    gm = analysis.gm
     tensors = dict(itertools.chain(gm.named_parameters(remove_duplicate=False),
                                    gm.named_buffers(remove_duplicate=False)))
     inputs = analysis.example_inputs
     run = _Counting(gm, set(nodes))
-    gm.eval()
-    try:
-        with torch.enable_grad():
-            if all(t.device.type == "cpu" for t in tensors.values()):
-                return run(*inputs)
-            meta = {f"gm.{name}": torch.empty_like(t, device="meta") for name, t in tensors.items()}
-            inputs = tuple(x.to("meta") if isinstance(x, torch.Tensor) else x for x in inputs)
-            return torch.func.functional_call(run, meta, inputs)
-    finally:
-        for m, training in modes:
-            m.training = training
+    if all(t.device.type == "cpu" for t in tensors.values()):
+        return run(*inputs)
+    meta = {f"gm.{name}": torch.empty_like(t, device="meta") for name, t in tensors.items()}
+    inputs = tuple(x.to("meta") if isinstance(x, torch.Tensor) else x for x in inputs)
+    return torch.func.functional_call(run, meta, inputs)
 
 
 def node_macs(analysis: Any) -> dict[str, Poly]:

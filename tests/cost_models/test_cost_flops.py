@@ -96,20 +96,21 @@ def test_flops_count_what_thop_misses():
     assert _thop(model, x) == 16384 + 32
 
 
+class TensorDotNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.proj = nn.Parameter(torch.randn(8, 5))
+        self.head = nn.Linear(5, 2)
+
+    def forward(self, x):
+        t = torch.tensordot(torch.relu(self.conv(x)), self.proj, dims=([1], [0]))
+        return self.head(t.mean((1, 2)))
+
+
 def test_unknown_op_on_frozen_channels_is_measured_once():
-    class TensorDot(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(3, 8, 3, padding=1)
-            self.proj = nn.Parameter(torch.randn(8, 5))
-            self.head = nn.Linear(5, 2)
-
-        def forward(self, x):
-            t = torch.tensordot(torch.relu(self.conv(x)), self.proj, dims=([1], [0]))
-            return self.head(t.mean((1, 2)))
-
     torch.manual_seed(0)
-    slim = pareco_fx.make_slimmable(TensorDot().eval(), (torch.randn(2, 3, 8, 8),))
+    slim = pareco_fx.make_slimmable(TensorDotNet().eval(), (torch.randn(2, 3, 8, 8),))
     assert not any(g.slimmable for g in slim.groups)  # tensordot has no channel rule: boundary
     full = slim.analysis.features(torch.ones(1, len(slim.groups)))
     macs = {name: poly.evaluate(full).item() for name, poly in flops.node_macs(slim.analysis).items()}
@@ -117,8 +118,37 @@ def test_unknown_op_on_frozen_channels_is_measured_once():
     assert macs == {"conv": 13824, "tensordot": 2560, "head": 10}
     # Compiled after the weights moved (to the meta device here, a GPU in use): the measuring run
     # follows the weights instead of failing on the CPU example inputs.
-    moved = pareco_fx.make_slimmable(TensorDot().eval(), (torch.randn(2, 3, 8, 8),)).to("meta")
+    moved = pareco_fx.make_slimmable(TensorDotNet().eval(), (torch.randn(2, 3, 8, 8),)).to("meta")
     assert moved.cost("flops") == slim.cost("flops") == 13824 + 2560 + 10
+
+
+def test_unknown_ops_are_measured_alone_or_in_one_run_when_they_read_values(monkeypatch):
+    class ValueReader(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.proj = nn.Parameter(torch.randn(8, 5))
+
+        def forward(self, x):
+            t = torch.tensordot(torch.relu(self.conv(x)), self.proj, dims=([1], [0]))
+            g = t.flatten(1)
+            # fails on the zero tensors of a node run alone (0 is not positive definite)
+            return t.mean((1, 2)) * torch.linalg.cholesky(g @ g.T).diagonal()[:, None]
+
+    torch.manual_seed(0)
+    slim = pareco_fx.make_slimmable(ValueReader().eval(), (torch.randn(2, 3, 8, 8),))
+    runs = []
+    whole = flops._counted_in_run
+    monkeypatch.setattr(flops, "_counted_in_run", lambda *a: runs.append(a) or whole(*a))
+    full = slim.analysis.features(torch.ones(1, len(slim.groups)))
+    macs = {name: poly.evaluate(full).item() for name, poly in flops.node_macs(slim.analysis).items()}
+    assert len(runs) == 1  # the cholesky failed alone: one run of the whole graph measured both
+    assert macs["tensordot"] == 64 * 8 * 5 and macs["conv"] == 8 * 27 * 64
+    runs.clear()
+    alone = pareco_fx.make_slimmable(TensorDotNet().eval(), (torch.randn(2, 3, 8, 8),))
+    full = alone.analysis.features(torch.ones(1, len(alone.groups)))
+    assert flops.node_macs(alone.analysis)["tensordot"].evaluate(full).item() == 64 * 8 * 5
+    assert runs == []  # the unknown op ran alone
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
