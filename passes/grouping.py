@@ -17,7 +17,7 @@ from scipy.sparse.csgraph import connected_components
 from pareco_fx.ir import ChannelGroup
 from pareco_fx.passes.labels import META_LAYER, Layout, leaves
 
-__all__ = ["units_and_groups"]
+__all__ = ["present_groups", "units_and_groups"]
 
 
 def _groups_from_ties(prop: Any) -> tuple:
@@ -92,6 +92,12 @@ def _frozen_units(frozen: list[tuple[np.ndarray, str]], comp: np.ndarray, ncomp:
     units = units[np.argsort(entry[units], kind="stable")]
     reasons = np.array([reason for _, reason in frozen], dtype=object)
     return dict(zip(units.tolist(), reasons[entry[units]].tolist()))
+
+
+def present_groups(gid: np.ndarray) -> list[int]:
+    """The distinct group ids (>= 0) in ``gid``, sorted: ``np.unique`` by counting, many times
+    faster on the small id range of groups."""
+    return np.flatnonzero(np.bincount(gid[gid >= 0])).tolist() if gid.size else []
 
 
 def _distinct(x: np.ndarray) -> np.ndarray:

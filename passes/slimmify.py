@@ -28,6 +28,7 @@ from pareco_fx.layers import ChannelGather, SlicedTensor, WidthState, active_pos
 from pareco_fx.passes.channel_groups import (
     META_GATHER, META_KIND, META_LAYER, ChannelAnalysis, leaves, map_layouts,
 )
+from pareco_fx.passes.grouping import present_groups
 from pareco_fx.passes.labels import Layout
 
 __all__ = ["run", "SlimCall", "ArgSpec", "register_rewrite", "REWRITES"]
@@ -439,7 +440,7 @@ def _touched_groups(an: ChannelAnalysis, node: fx.Node) -> set[int]:
         for lay in leaves(n.meta.get(META_LAYOUT)):
             if isinstance(lay, Layout) and lay.labeled:
                 g, _ = an.resolve(lay.vec if lay.axis is not None else lay.raw)
-                gids.update(np.unique(g[g >= 0]).tolist())
+                gids.update(present_groups(g))
     return gids
 
 

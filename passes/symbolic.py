@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from pareco_fx.ir import META_PARAM_NUMEL, META_PARAMS, META_SYM, Poly, SymTensor, prod
+from pareco_fx.passes.grouping import present_groups
 from pareco_fx.passes.labels import META_LAYER, Layout, leaves, map_layouts, varying_axes
 from pareco_fx.trace import META_STORAGE
 
@@ -33,7 +34,7 @@ class _SymBuilder:
             return hit[1]
         gid, rank = self.an.resolve(vec)
         poly = Poly.const(int((gid < 0).sum()))
-        for g in np.unique(gid[gid >= 0]).tolist():
+        for g in present_groups(gid):
             U = self.an.groups[g].units
             r = rank[gid == g]
             table = np.searchsorted(np.sort(r), np.arange(U + 1), side="left")  # positions with rank < u
@@ -140,7 +141,7 @@ def _annotate(an: Any, prop: Any) -> None:
 
 def prop_freeze_layout(an: Any, lay: Layout, reason: str) -> None:
     gid, _ = an.resolve(lay.materialize())
-    an.freeze_groups(np.unique(gid[gid >= 0]).tolist(), reason)
+    an.freeze_groups(present_groups(gid), reason)
 
 
 def _members(an: Any, prop: Any) -> None:
@@ -156,7 +157,7 @@ def _members(an: Any, prop: Any) -> None:
                 vecs.append(v)
         for v in vecs:
             gid, _ = an.resolve(v)
-            for g in np.unique(gid[gid >= 0]).tolist():
+            for g in present_groups(gid):
                 members[g][name] = None
     an.groups = [dataclasses.replace(g, members=tuple(m)) for g, m in zip(an.groups, members)]
 
