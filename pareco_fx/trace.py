@@ -134,10 +134,16 @@ def trace(model: nn.Module, example_inputs: tuple) -> fx.GraphModule:
             f"{str(e).splitlines()[0] if str(e) else ''}). Fix: move data-dependent control flow into a "
             "submodule and mark it a leaf with pareco_fx.register_leaf(ModuleType), or make it static."
         ) from e
-    gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
+    gm = _GraphModule(tracer.root, graph, type(model).__name__)
     gm.meta["pareco.fallback_leaves"] = dict(tracer.fallbacks)
     record_values(gm, batch_one(example_inputs))
     return gm
+
+
+try:  # generates the graph's Python code only when it is first called: the analysis never calls it
+    from torch.fx._lazy_graph_module import _LazyGraphModule as _GraphModule
+except ImportError:  # pragma: no cover - torch without lazy graph modules
+    _GraphModule = fx.GraphModule
 
 
 class _Recorder(fx.Interpreter):
