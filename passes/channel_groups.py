@@ -384,7 +384,7 @@ class ChannelAnalysis:
     example_inputs: tuple
     pairs: np.ndarray
     atoms: list[tuple[int, int, str, bool]]
-    frozen_units: dict[int, str]
+    frozen_units: dict[int, str]  # unit made by a layer -> why it is frozen
 
     @property
     def num_features(self) -> int:

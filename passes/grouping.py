@@ -26,7 +26,6 @@ def _groups_from_ties(prop: Any) -> tuple:
     adj = sp.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(N, N))
     _, comp = connected_components(adj, directed=False)
     ncomp = int(comp.max()) + 1
-    frozen_units = _frozen_units(prop.frozen, comp, ncomp)
 
     # Every channel created by a layer (not a parameter element), atom by atom, and its atom.
     real_atoms = [(start, size) for start, size, _, real in prop.atoms if real]
@@ -39,6 +38,7 @@ def _groups_from_ties(prop: Any) -> tuple:
     first_real = np.full(ncomp, N, dtype=np.int64)
     np.minimum.at(first_real, unit, ch)
     real_unit = first_real < N
+    frozen_units = _frozen_units(prop.frozen, comp, real_unit)
     # An atom whose units all existed before (depthwise conv, residual branch) adds no order.
     starts = np.array([start for start, _ in real_atoms], dtype=np.int64)
     new_atom = np.zeros(len(real_atoms), dtype=bool)
@@ -80,15 +80,16 @@ def _groups_from_ties(prop: Any) -> tuple:
     return comp, unit_group, unit_rank, chains, frozen_units, pairs, min_id
 
 
-def _frozen_units(frozen: list[tuple[np.ndarray, str]], comp: np.ndarray, ncomp: int) -> dict[int, str]:
-    """{unit: reason of the first entry freezing it}, in the order a loop over the entries (each
-    unit by unit) would meet them; one pass, as entries can hold millions of ids (swin_t)."""
+def _frozen_units(frozen: list[tuple[np.ndarray, str]], comp: np.ndarray, real_unit: np.ndarray) -> dict[int, str]:
+    """{unit: reason of the first entry freezing it} for the units layers create (those groups
+    are made of; parameter elements, millions in swin_t, are left out), in the order a loop over
+    the entries (each unit by unit) would meet them."""
     if not frozen:
         return {}
-    entry = np.full(ncomp, len(frozen), dtype=np.int64)
+    entry = np.full(len(real_unit), len(frozen), dtype=np.int64)
     np.minimum.at(entry, comp[np.concatenate([ids for ids, _ in frozen])],
                   np.repeat(np.arange(len(frozen)), [len(ids) for ids, _ in frozen]))
-    units = np.flatnonzero(entry < len(frozen))
+    units = np.flatnonzero((entry < len(frozen)) & real_unit)
     units = units[np.argsort(entry[units], kind="stable")]
     reasons = np.array([reason for _, reason in frozen], dtype=object)
     return dict(zip(units.tolist(), reasons[entry[units]].tolist()))
