@@ -70,6 +70,10 @@ def _data_source(data: str | None, loaded: Any) -> str:
 @click.option("--lr", type=click.FloatRange(0.0, min_open=True), help="Peak learning rate (for batch size 128).")
 @click.option("--min-width", type=click.FloatRange(0.0, 1.0, min_open=True),
               help="Smallest width of a channel group [default: 0.42].")
+@click.option("--width-vectors", type=click.IntRange(min=1),
+              help="Width vectors pareco visits over the run [default: 50]; longer runs take more (the paper ~1,000).")
+@click.option("--pareto-aware/--no-pareto-aware", default=None,
+              help="pareco aims its search at the gaps of the current front (the paper's --pas) [default: off].")
 @click.option("--divisor", type=click.IntRange(min=1), help="Channel counts are multiples of this [default: 1].")
 @click.option("--data", help="embedded, fashion-mnist or a directory of Fashion-MNIST IDX files "
                              "[default: the model file's datasets(), else embedded].")
@@ -85,7 +89,8 @@ def _data_source(data: str | None, loaded: Any) -> str:
 @debug_option
 @pass_app
 def slim_cmd(app: AppContext, model_spec: str, cost: str | None, method: str | None, epochs: int | None,
-             batch_size: int | None, lr: float | None, min_width: float | None, divisor: int | None,
+             batch_size: int | None, lr: float | None, min_width: float | None, width_vectors: int | None,
+             pareto_aware: bool | None, divisor: int | None,
              data: str | None, input_shape: str | None, out_dir: str | None, seed: int | None, device: str | None,
              resume: bool, force: bool, no_progress: bool, as_json: bool) -> None:
     """Train MODEL's shared weights and per-group widths; write the front to the run directory.
@@ -96,12 +101,14 @@ def slim_cmd(app: AppContext, model_spec: str, cost: str | None, method: str | N
     from pareco_fx.optim.distributed import distributed_from_env
 
     with distributed_from_env() as comm:
-        _slim(app, comm, model_spec, cost, method, epochs, batch_size, lr, min_width, divisor, data, input_shape,
-              out_dir, seed, device, resume, force, no_progress, as_json)
+        sampler = dict(num_width_vectors=width_vectors, pareto_aware=pareto_aware)
+        _slim(app, comm, model_spec, cost, method, epochs, batch_size, lr, min_width, sampler, divisor, data,
+              input_shape, out_dir, seed, device, resume, force, no_progress, as_json)
 
 
 def _slim(app: AppContext, comm: Comm, model_spec: str, cost: str | None, method: str | None, epochs: int | None,
-          batch_size: int | None, lr: float | None, min_width: float | None, divisor: int | None, data: str | None,
+          batch_size: int | None, lr: float | None, min_width: float | None, sampler: dict[str, Any],
+          divisor: int | None, data: str | None,
           input_shape: str | None, out_dir: str | None, seed: int | None, device: str | None, resume: bool,
           force: bool, no_progress: bool, as_json: bool) -> None:
     import torch
@@ -118,7 +125,7 @@ def _slim(app: AppContext, comm: Comm, model_spec: str, cost: str | None, method
     check_names([cost] if cost else [], sorted(cost_models.available()), "cost model")
     where = training_device(device, comm)
     given = {k: v for k, v in dict(method=method, cost=cost, epochs=epochs, batch_size=batch_size, lr=lr,
-                                   seed=seed).items() if v is not None}
+                                   seed=seed, **sampler).items() if v is not None}
     fresh = TrainConfig().replace(**given)
     out = Path(out_dir or Path("runs") / f"{modelfile.spec_name(model_spec)}-{fresh.method}-{fresh.cost}")
     stored = comm.on_main(lambda: _stored_run(out, resume, force))  # the run directory is rank 0's

@@ -75,8 +75,9 @@ def trained(tmp_path_factory) -> dict[str, Path]:
     runs = {"model": model, "root": root}
     for method in ("pareco", "slim"):
         out = root / f"run-{method}"
+        sampler = ("--width-vectors", "7", "--pareto-aware") if method == "pareco" else ()
         result = invoke("slim", str(model), "--method", method, "--cost", "flops", "--out", str(out), "--json",
-                        "--device", "cpu", *SLIM_ARGS)
+                        "--device", "cpu", *SLIM_ARGS, *sampler)
         assert result.exit_code == 0, result.stderr
         runs[method] = out
         runs[f"{method}-json"] = json.loads(result.stdout)
@@ -96,6 +97,7 @@ def test_slim_writes_the_run_directory(trained) -> None:
         "divisor": 1}
     config = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
     assert (config.method, config.cost, config.epochs, config.batch_size) == ("pareco", "flops", 1, 64)
+    assert (config.num_width_vectors, config.pareto_aware) == (7, True)
     assert json.loads((trained["slim"] / "config.json").read_text())["method"] == "slim"
     for png in ("front.png", "widths.png"):
         assert (run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
