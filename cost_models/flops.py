@@ -294,7 +294,7 @@ def _counted_alone(gm: fx.GraphModule, node: fx.Node) -> float:
 
     def value(a: fx.Node) -> Any:
         if a.op == "get_attr":
-            return _attribute(gm, str(a.target))
+            return operator.attrgetter(str(a.target))(gm)
         meta = a.meta.get("tensor_meta")
         return _zeros_like_meta(meta) if meta is not None else a.meta[META_VALUE]
 
@@ -307,13 +307,6 @@ def _counted_alone(gm: fx.GraphModule, node: fx.Node) -> float:
         else:
             node.target(*args, **kwargs)
     return counter.get_total_flops() / 2
-
-
-def _attribute(gm: fx.GraphModule, target: str) -> Any:
-    value: Any = gm
-    for name in target.split("."):
-        value = getattr(value, name)
-    return value
 
 
 def _zeros_like_meta(meta: Any) -> Any:

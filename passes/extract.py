@@ -7,6 +7,7 @@ without pareco-fx's runtime and survives ``torch.save``/``torch.load``.
 from __future__ import annotations
 
 import copy
+import operator
 from typing import Any
 
 import torch
@@ -17,13 +18,6 @@ from pareco_fx.layers import ChannelGather, SlicedTensor, WidthState, _Slim, ext
 from pareco_fx.passes.slimmify import SlimCall, apply_spec
 
 __all__ = ["run"]
-
-
-def _tensor_attr(gm: fx.GraphModule, target: str) -> Any:
-    obj: Any = gm
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def _copy_tensor(t: Any) -> Any:
@@ -41,7 +35,7 @@ def run(gm: fx.GraphModule, state: WidthState) -> fx.GraphModule:
     done: dict[str, Any] = {}
     for node in list(graph.nodes):
         if node.op == "get_attr":
-            root[node.target] = _copy_tensor(_tensor_attr(gm, node.target))
+            root[node.target] = _copy_tensor(operator.attrgetter(node.target)(gm))
         if node.op != "call_module":
             continue
         mod = gm.get_submodule(node.target)
