@@ -95,6 +95,12 @@ def batch_one(inputs: Iterable[Any]) -> tuple:
     return tuple(t[:1] if isinstance(t, torch.Tensor) and t.dim() > 0 else t for t in inputs)
 
 
+try:  # generates the graph's Python code only when it is first called: the analysis never calls it
+    from torch.fx._lazy_graph_module import _LazyGraphModule as _GraphModule
+except ImportError:  # pragma: no cover - torch without lazy graph modules
+    _GraphModule = fx.GraphModule
+
+
 def _lazy_copy(t: torch.Tensor) -> torch.Tensor | None:
     """A copy-on-write clone of a plain dense tensor (None where torch has none for it)."""
     if not hasattr(torch, "_lazy_clone") or type(t) not in (torch.Tensor, nn.Parameter) \
@@ -138,12 +144,6 @@ def trace(model: nn.Module, example_inputs: tuple) -> fx.GraphModule:
     gm.meta["pareco.fallback_leaves"] = dict(tracer.fallbacks)
     record_values(gm, batch_one(example_inputs))
     return gm
-
-
-try:  # generates the graph's Python code only when it is first called: the analysis never calls it
-    from torch.fx._lazy_graph_module import _LazyGraphModule as _GraphModule
-except ImportError:  # pragma: no cover - torch without lazy graph modules
-    _GraphModule = fx.GraphModule
 
 
 class _Recorder(fx.Interpreter):
