@@ -266,28 +266,26 @@ def _measure(analysis: Any, nodes: list[fx.Node]) -> dict[fx.Node, float]:
     """FlopCounterMode MACs of ``nodes`` at batch size 1 (eval mode, grad enabled: the counter's
     own convention, see DESIGN.md invariant 3).
 
-    Each node runs alone on zero tensors of its inputs' recorded shapes (MACs depend on shapes
-    only), so a model with one unknown op costs one op, not a forward pass of the whole model.
-    Where that fails (an op that reads values, or weights moved off the CPU) the whole graph runs
-    once instead.
+    Each node runs alone on zero tensors of its inputs' recorded shapes, on the weights' device
+    (MACs depend on shapes only), so a model with one unknown op costs one op, not a forward pass
+    of the whole model. Where that fails (an op that reads values) the whole graph runs once.
     """
     gm = analysis.gm
     modes = [(m, m.training) for m in gm.modules()]
+    device = next(itertools.chain(gm.parameters(), gm.buffers()), torch.empty(0)).device
     gm.eval()
     try:
         with torch.enable_grad():
-            if all(t.device.type == "cpu" for t in itertools.chain(gm.parameters(), gm.buffers())):
-                try:
-                    return {n: _counted_alone(gm, n) for n in nodes}
-                except Exception:  # noqa: BLE001 - any failure: the whole run below decides
-                    pass
-            return _counted_in_run(analysis, nodes)
+            try:
+                return {n: _counted_alone(gm, n, device) for n in nodes}
+            except Exception:  # noqa: BLE001 - any failure: the whole run below decides
+                return _counted_in_run(analysis, nodes)
     finally:
         for m, training in modes:
             m.training = training
 
 
-def _counted_alone(gm: fx.GraphModule, node: fx.Node) -> float:
+def _counted_alone(gm: fx.GraphModule, node: fx.Node, device: torch.device) -> float:
     """MACs of ``node`` run on its own, inputs made from the recorded shapes and values."""
     if node.op not in _CALLS:
         return 0.0
@@ -296,7 +294,7 @@ def _counted_alone(gm: fx.GraphModule, node: fx.Node) -> float:
         if a.op == "get_attr":
             return operator.attrgetter(str(a.target))(gm)
         meta = a.meta.get("tensor_meta")
-        return _zeros_like_meta(meta) if meta is not None else a.meta[META_VALUE]
+        return _zeros_like_meta(meta, device) if meta is not None else a.meta[META_VALUE]
 
     args, kwargs = fx.node.map_arg(node.args, value), fx.node.map_arg(node.kwargs, value)
     with FlopCounterMode(display=False) as counter:
@@ -309,14 +307,14 @@ def _counted_alone(gm: fx.GraphModule, node: fx.Node) -> float:
     return counter.get_total_flops() / 2
 
 
-def _zeros_like_meta(meta: Any) -> Any:
+def _zeros_like_meta(meta: Any, device: torch.device) -> Any:
     """Zero tensors in the structure of a recorded ``tensor_meta`` (a pytree of TensorMetadata)."""
     if isinstance(meta, TensorMetadata):
-        return torch.zeros(meta.shape, dtype=meta.dtype)
+        return torch.zeros(meta.shape, dtype=meta.dtype, device=device)
     if isinstance(meta, (tuple, list)):
-        return type(meta)(_zeros_like_meta(m) for m in meta)
+        return type(meta)(_zeros_like_meta(m, device) for m in meta)
     if isinstance(meta, dict):
-        return {k: _zeros_like_meta(v) for k, v in meta.items()}
+        return {k: _zeros_like_meta(v, device) for k, v in meta.items()}
     return meta
 
 

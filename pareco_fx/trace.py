@@ -118,11 +118,12 @@ def private_copy(model: nn.Module) -> nn.Module:
     model is spent copying weights that are never written during the analysis.
     """
     tensors = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
-    owners = collections.Counter(t.untyped_storage()._cdata for t in tensors.values())
+    storage = {key: t.untyped_storage()._cdata for key, t in tensors.items()}
+    owners = collections.Counter(storage.values())
     memo: dict[int, Any] = {}
     for key, t in tensors.items():
         # tensors that share a storage (views of each other) keep deepcopy's shared copy
-        lazy = _lazy_copy(t) if owners[t.untyped_storage()._cdata] == 1 else None
+        lazy = _lazy_copy(t) if owners[storage[key]] == 1 else None
         if lazy is not None:
             memo[key] = lazy
     return copy.deepcopy(model, memo)
