@@ -165,7 +165,8 @@ class Comm:
             return
         with torch.no_grad():
             for tensor in [*model.parameters(), *model.buffers()]:
-                buffer = tensor.detach().to(self.device, copy=True)
+                # a dense copy: collectives want contiguous tensors, and weights may be channels-last
+                buffer = tensor.detach().to(self.device, copy=True, memory_format=torch.contiguous_format)
                 dist.broadcast(buffer, 0)
                 tensor.copy_(buffer)
 

@@ -7,6 +7,7 @@ front is built (see :mod:`pareco_fx.optim.front`) and written to the run directo
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import signal
@@ -44,6 +45,7 @@ from pareco_fx.optim.front import (
     uniform_widths,
 )
 from pareco_fx.optim.history import History, HistoryEntry
+from pareco_fx.optim.layout import training_layout, wants_channels_last
 from pareco_fx.optim.progress import TrainProgress
 from pareco_fx.optim.samplers import Sampler, make_sampler
 from pareco_fx.optim.search import bayesian_search
@@ -428,18 +430,18 @@ def train(
     # no other rank needs the directory: a shared file system is not required.
     payload = comm.on_main(lambda: _prepare_run_dir(path, resume, force))
     config = _resolve_config(config, payload, path)
-    trainer = _Trainer(slim, train_data, config, path, comm)
-    if payload is not None:
-        trainer.restore(payload, path / CHECKPOINT)  # type: ignore[operator]
-    else:
-        torch.manual_seed(config.seed)
-        random.seed(config.seed)
-        np.random.seed(config.seed % 2**32)
-    comm.sync_module(slim)  # every rank starts from rank 0's weights
-    if path is not None and comm.is_main:
-        path.mkdir(parents=True, exist_ok=True)
-        write_json(path / CONFIG, config.to_dict())
-    with TrainProgress(progress and comm.is_main) as bars:
+    with _layout(slim, train_data, config), TrainProgress(progress and comm.is_main) as bars:
+        trainer = _Trainer(slim, train_data, config, path, comm)
+        if payload is not None:
+            trainer.restore(payload, path / CHECKPOINT)  # type: ignore[operator]
+        else:
+            torch.manual_seed(config.seed)
+            random.seed(config.seed)
+            np.random.seed(config.seed % 2**32)
+        comm.sync_module(slim)  # every rank starts from rank 0's weights
+        if path is not None and comm.is_main:
+            path.mkdir(parents=True, exist_ok=True)
+            write_json(path / CONFIG, config.to_dict())
         trainer.run(bars)
         history, front, uniform = _build_front(trainer, val_data, test_data, bars)
     inner = getattr(slim, "model", None)
@@ -449,6 +451,16 @@ def train(
         _write_results(path, result, trainer, history, name)
     comm.barrier()  # the run directory is complete when train() returns on any rank
     return result
+
+
+def _layout(slim: nn.Module, train_data: Dataset, config: TrainConfig) -> contextlib.AbstractContextManager[bool]:
+    """The memory layout of the run (:mod:`pareco_fx.optim.layout`); auto tries the first example."""
+    device = next(slim.parameters()).device
+    channels_last = wants_channels_last(slim, device, config.channels_last)
+    example = None
+    if channels_last and config.channels_last is None:
+        example = train_data[0][0][None].to(device)
+    return training_layout(slim, channels_last, example)
 
 
 def _build_front(
