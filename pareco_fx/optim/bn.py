@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.dropout import _DropoutNd
 
 from pareco_fx.optim.distributed import Comm
 
@@ -22,6 +23,9 @@ def recalibrate_bn(
 
     The model runs in train mode without gradients over ``batches``, with ``momentum=None`` so
     that each batch counts equally; momenta and the model's mode are restored afterwards.
+    Dropout layers stay off meanwhile: the statistics are then those of the activations the
+    network sees at inference (dropout would inflate their variance), and recalibrating again
+    on the same batches gives the same statistics.
 
     Args:
         model: any module (for a slimmable model, call after ``set_widths``).
@@ -43,6 +47,9 @@ def recalibrate_bn(
         m.momentum = None
     total, count = 0.0, 0
     model.train()
+    for m in model.modules():
+        if isinstance(m, _DropoutNd):
+            m.eval()
     try:
         with torch.no_grad():
             for inputs, labels in batches:

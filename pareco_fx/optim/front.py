@@ -3,10 +3,12 @@
 Candidates are the first non-dominated layers of the history by (re-scored training loss, cost)
 until they cover ``front_coverage`` of the cost range, plus the full and smallest networks. Each
 is BN-recalibrated on training batches and scored on the validation split; the non-dominated ones
-by (validation accuracy, cost) form the front. Test accuracy is reported, never used to select.
+by (validation accuracy, cost) form the front. Test accuracy is reported, never used to select, so
+only the selected candidates are tested.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +23,8 @@ from pareco_fx.optim.history import History
 from pareco_fx.optim.pareto import non_dominated, peel_until_coverage
 from pareco_fx.optim.space import WidthSpace
 
-__all__ = ["FrontPoint", "distinct_widths", "evaluate_widths", "front_candidates", "select_front", "uniform_widths"]
+__all__ = ["FrontPoint", "distinct_widths", "evaluate_widths", "front_candidates", "select_front", "add_test_accuracy",
+           "uniform_widths"]
 
 Batches = Sequence[tuple[Tensor, Tensor]]
 
@@ -136,6 +139,32 @@ def evaluate_widths(
         if on_point is not None:
             on_point()
     return points
+
+
+def add_test_accuracy(
+    slim: nn.Module,
+    points: Sequence[FrontPoint],
+    recal_batches: Batches,
+    test_batches: Batches | None,
+    on_point: Callable[[], None] | None = None,
+    comm: Comm = Comm(),
+) -> tuple[FrontPoint, ...]:
+    """``points`` (evaluated without test data) with their test accuracy, in order.
+
+    Each point's BatchNorm statistics are recalibrated again on the same batches, which gives
+    the statistics it was selected with; candidates that did not make the front are never
+    tested, since their test accuracy would not be reported.
+    """
+    if test_batches is None:
+        return tuple(points)
+    tested = []
+    for point in points:
+        slim.set_widths(list(point.widths))  # type: ignore[operator]
+        recalibrate_bn(slim, recal_batches, comm=comm)
+        tested.append(dataclasses.replace(point, test_acc=accuracy(slim, test_batches, comm)))
+        if on_point is not None:
+            on_point()
+    return tuple(tested)
 
 
 def select_front(points: Sequence[FrontPoint]) -> tuple[FrontPoint, ...]:

@@ -42,6 +42,7 @@ from pareco_fx.optim.front import (
     evaluate_widths,
     front_candidates,
     select_front,
+    add_test_accuracy,
     uniform_widths,
 )
 from pareco_fx.optim.history import History, HistoryEntry
@@ -508,9 +509,13 @@ def _build_front(
         slim, front_candidates(history, space, config.front_coverage))
     bars.start("front", len(uniform_W) + (0 if candidates is None else len(candidates)))
     uniform = tuple(evaluate_widths(slim, uniform_W, space, recal, val, test, loss_fn, bars.advance_one, comm))
-    evaluated = uniform if candidates is None else evaluate_widths(slim, candidates, space, recal, val, test,
-                                                                   loss_fn, bars.advance_one, comm)
-    return history, select_front(evaluated), uniform
+    if candidates is None:
+        return history, select_front(uniform), uniform
+    selected = select_front(evaluate_widths(slim, candidates, space, recal, val, None, loss_fn, bars.advance_one,
+                                            comm))
+    if test is not None:
+        bars.start("test", len(selected))
+    return history, add_test_accuracy(slim, selected, recal, test, bars.advance_one, comm), uniform
 
 
 def _pack(history: History) -> Tensor:

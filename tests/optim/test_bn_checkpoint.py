@@ -28,6 +28,19 @@ def test_recalibration_is_a_cumulative_average_and_restores_state() -> None:
     assert loss == pytest.approx(1.0, abs=1e-3)
 
 
+def test_recalibration_sees_the_inference_activations_without_dropout() -> None:
+    model = nn.Sequential(nn.Dropout(0.5), nn.BatchNorm1d(3))
+    batches = [(torch.randn(64, 3) * 2.0, torch.zeros(64, dtype=torch.long))]
+    recalibrate_bn(model, batches)
+    first = model[1].running_var.clone()
+    recalibrate_bn(model, batches)
+    x = batches[0][0]
+    torch.testing.assert_close(model[1].running_mean, x.mean(0))
+    torch.testing.assert_close(model[1].running_var, x.var(0))  # dropout's rescaling would double it
+    assert torch.equal(model[1].running_var, first)  # the same statistics every time
+    assert model.training and model[0].training  # modes restored
+
+
 def test_checkpoint_round_trip_with_rng_states(tmp_path) -> None:
     random.seed(1)
     np.random.seed(2)

@@ -95,3 +95,31 @@ def test_uniform_widths_even_in_cost() -> None:
     ratios = space.ratio(W)
     assert torch.allclose(ratios, torch.linspace(0.4, 1.0, 7, dtype=torch.float64), atol=1e-3)
     assert torch.all(W[:, 0] == W[:, 1])
+
+
+def test_only_the_selected_candidates_are_tested_with_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    from optim_helpers import tiny_data, tiny_slim
+
+    from pareco_fx.optim import front as front_module
+
+    slim = tiny_slim()
+    space = WidthSpace.from_slim(slim, "flops")
+    train_set, val_set, test_set = tiny_data(train=128, val=64, test=64)
+
+    def batches(data, size: int = 32):
+        return [tuple(torch.stack(items) for items in zip(*(data[j] for j in range(i, i + size))))
+                for i in range(0, len(data), size)]
+
+    recal, val, test = batches(train_set), batches(val_set), batches(test_set)
+    W = space.random(12, torch.Generator().manual_seed(0))
+    loss = torch.nn.functional.cross_entropy
+    everything = select_front(front_module.evaluate_widths(slim, W, space, recal, val, test, loss))
+    tested: list[object] = []
+    accuracy = front_module.accuracy
+    monkeypatch.setattr(front_module, "accuracy", lambda m, b, c: tested.append(b) or accuracy(m, b, c))
+    selected = select_front(front_module.evaluate_widths(slim, W, space, recal, val, None, loss))
+    lazy = front_module.add_test_accuracy(slim, selected, recal, test)
+    # the same points, losses and accuracies, to the bit (recalibration is deterministic, even with
+    # the tiny net's dropout)
+    assert lazy == everything
+    assert sum(b is test for b in tested) == len(lazy) < len(W)
