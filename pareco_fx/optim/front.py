@@ -23,7 +23,7 @@ from pareco_fx.optim.history import History
 from pareco_fx.optim.pareto import non_dominated, peel_until_coverage
 from pareco_fx.optim.space import WidthSpace
 
-__all__ = ["FrontPoint", "distinct_widths", "evaluate_widths", "front_candidates", "select_front", "add_test_accuracy",
+__all__ = ["FrontPoint", "add_test_accuracy", "distinct_widths", "evaluate_widths", "front_candidates", "select_front",
            "uniform_widths"]
 
 Batches = Sequence[tuple[Tensor, Tensor]]

@@ -38,11 +38,11 @@ from pareco_fx.optim.distributed import Comm
 from pareco_fx.optim.evaluate import score_widths, smoothed_ce, soft_ce
 from pareco_fx.optim.front import (
     FrontPoint,
+    add_test_accuracy,
     distinct_widths,
     evaluate_widths,
     front_candidates,
     select_front,
-    add_test_accuracy,
     uniform_widths,
 )
 from pareco_fx.optim.history import History, HistoryEntry
