@@ -46,7 +46,6 @@ from pareco_fx.data import load_fashion_mnist, stratified_indices  # noqa: E402
 from pareco_fx.optim import METHODS, TrainConfig, train  # noqa: E402
 from pareco_fx.optim.config import SEARCH_POOLS  # noqa: E402
 from pareco_fx.optim.checkpoint import write_json  # noqa: E402
-from pareco_fx.optim.layout import wants_channels_last  # noqa: E402
 from quality_report import RESULTS, ROOT, aggregate  # noqa: E402
 
 MODELS = ("fashion_resnet", "fashion_mobilenet")
@@ -155,7 +154,6 @@ def run_cell(args: argparse.Namespace, model_name: str, cost: str, method: str, 
         "cost_min_ratio": min(p.cost_ratio for p in result.uniform),
         "load_average": [load_before, os.getloadavg()[0]], "threads": torch.get_num_threads(),
         "jobs": args.jobs,
-        "channels_last": wants_channels_last(slim, torch.device(args.device), config.channels_last),
         "config": config.to_dict(),
     }
     return run, settings

@@ -12,10 +12,6 @@ Sections (``--only`` picks some; all run by default), every ratio is ours / thei
   giving 75/50/25 % of the FLOPs, against the original model (CPU, eval, no_grad, batch 1 and 32).
 * ``train``: training-step time of the ``pareco`` sampler (re-scoring, GP fit and lambda search included)
   against ``slim`` on examples/fashion_resnet.py with the embedded Fashion-MNIST subset.
-* ``layout``: ``slim`` training-step time with channels-last convolution weights against the
-  default layout, on examples/fashion_resnet.py and examples/fashion_mobilenet.py: the evidence
-  behind ``TrainConfig.channels_last``'s auto rule (channels-last on the CPU for models with
-  grouped convolutions).
 * ``rss``: peak resident memory of a short ``pareco-fx slim`` run (a child process).
 
 Timings: ``time.perf_counter``, 2 torch threads, warm-ups, medians; contenders take turns in every
@@ -65,15 +61,13 @@ import pareco_fx  # noqa: E402
 from pareco_fx import modelfile, pipeline  # noqa: E402
 from pareco_fx.data import load_fashion_mnist  # noqa: E402
 from pareco_fx.optim import ParecoSampler, SlimSampler, TrainConfig, train  # noqa: E402
-from pareco_fx.optim.layout import wants_channels_last  # noqa: E402
 from pareco_fx.optim.progress import TrainProgress  # noqa: E402
 from pareco_fx.passes import channel_groups, slimmify  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "speed.json"
 EXAMPLE = ROOT / "examples" / "fashion_resnet.py"
-LAYOUT_EXAMPLES = ("fashion_resnet", "fashion_mobilenet")
-SECTIONS = ("analysis", "cost", "forward", "train", "layout", "rss")
+SECTIONS = ("analysis", "cost", "forward", "train", "rss")
 FLOPS_SHARES = (0.75, 0.5, 0.25)
 THREADS = 2
 TRAIN_TARGET, FORWARD_TARGET = 1.15, 1.10
@@ -94,7 +88,6 @@ class Settings:
         forward_batches: batch sizes of the forward section.
         forward_repeats: timed rounds per batch size (same order as ``forward_batches``).
         train_steps: training steps per method (rounded up to whole epochs of equal length).
-        layout_steps: training steps per layout and model in the layout section.
         rss_epochs: epochs of the ``pareco-fx slim`` run whose memory is measured.
         rss_stop_after: seconds after which that run is interrupted (Ctrl-C); None: it completes.
     """
@@ -108,14 +101,13 @@ class Settings:
     forward_batches: tuple[int, ...] = (1, 32)
     forward_repeats: tuple[int, ...] = (15, 3)
     train_steps: int = 420  # the CLI's default run (see bench_train)
-    layout_steps: int = 105
     rss_epochs: int = 1
     rss_stop_after: float | None = None
 
 
 FULL = Settings()
 QUICK = Settings(models=("mobilenet_v2",), forward_models=("mobilenet_v2",), analysis_repeats=1, cost_configs=1,
-                 cost_repeats=3, forward_repeats=(5, 2), train_steps=8, layout_steps=8,
+                 cost_repeats=3, forward_repeats=(5, 2), train_steps=8,
                  rss_stop_after=120.0)
 
 
@@ -321,15 +313,14 @@ class _StepClock(TrainProgress):
         super().advance(epoch, epochs, loss, ratios)
 
 
-def _train_once(method: str, steps: int, example: Path = EXAMPLE, **options: Any) -> dict[str, Any]:
+def _train_once(method: str, steps: int) -> dict[str, Any]:
     """Step times of one run of ``method`` (the front evaluation after training is cut off), with
-    the run's shape: its period, how many width vectors it re-scored, and how many searches ran.
-    ``options`` are further ``TrainConfig`` fields."""
+    the run's shape: its period, how many width vectors it re-scored, and how many searches ran."""
     torch.manual_seed(0)
-    loaded = modelfile.load(str(example))
+    loaded = modelfile.load(str(EXAMPLE))
     slim = pareco_fx.make_slimmable(loaded.model, loaded.example_inputs)
     train_set, val_set, _ = load_fashion_mnist("embedded", seed=0)
-    config = TrainConfig(method=method, **options)
+    config = TrainConfig(method=method)
     epochs = math.ceil(steps / (len(train_set) // config.batch_size))
     config = config.replace(epochs=epochs, max_train_batches=math.ceil(steps / epochs))
     clocks: list[_StepClock] = []
@@ -393,18 +384,6 @@ def bench_train(steps: int) -> dict[str, Any]:
     ratio_steps = _ratio(runs["pareco"]["steps_without_sampler_s"], runs["slim"]["steps_without_sampler_s"])
     return {**runs, "ratio": ratio, "ratio_without_sampler": ratio_steps, "target": TRAIN_TARGET,
             "meets_target": ratio <= TRAIN_TARGET}
-
-
-def bench_layout(name: str, steps: int) -> dict[str, Any]:
-    """``slim`` step times of ``examples/<name>.py`` in the default layout and channels-last, and
-    the layout the auto setting picks for it on the CPU."""
-    example = ROOT / "examples" / f"{name}.py"
-    runs = {layout: _train_once("slim", steps, example, channels_last=layout == "channels_last")
-            for layout in ("default", "channels_last")}
-    auto = wants_channels_last(modelfile.load(str(example)).model, torch.device("cpu"), None)
-    return {**{layout: {key: r[key] for key in ("steps", "mean_step_s", "median_step_s")} for layout, r in runs.items()},
-            "ratio": _ratio(runs["channels_last"]["mean_step_s"], runs["default"]["mean_step_s"]),
-            "auto": "channels_last" if auto else "default"}
 
 
 # Runs argv[2:] as its child and prints that child's peak RSS (KiB) and exit code. The measured
@@ -536,16 +515,6 @@ def _table_train(data: dict[str, Any], rows: dict[str, Any]) -> Table:
     return table
 
 
-def _table_layout(data: dict[str, Any], rows: dict[str, Any]) -> Table:
-    table = Table(title="slim training step: channels-last against the default layout (CPU)")
-    for col in ("model", "steps", "default mean (s)", "channels-last mean (s)", "ratio", "auto picks", "run"):
-        table.add_column(col, justify="left" if col in ("model", "auto picks", "run") else "right")
-    for name, r in rows.items():
-        table.add_row(name, str(r["default"]["steps"]), f"{r['default']['mean_step_s']:.3f}",
-                      f"{r['channels_last']['mean_step_s']:.3f}", _x(r["ratio"]), r["auto"], _flag(data, r))
-    return table
-
-
 def _table_rss(data: dict[str, Any], rows: dict[str, Any]) -> Table:
     table = Table(title="Peak RSS of a pareco-fx slim run (MiB)")
     for col in ("run of", "command", "peak RSS", "import only", "wall (s)", "completed", "run"):
@@ -558,7 +527,7 @@ def _table_rss(data: dict[str, Any], rows: dict[str, Any]) -> Table:
 
 
 TABLES = {"analysis": _table_analysis, "cost": _table_cost, "forward": _table_forward, "train": _table_train,
-          "layout": _table_layout, "rss": _table_rss}
+          "rss": _table_rss}
 
 
 def show(data: dict[str, Any], sections: Sequence[str], console: Console) -> None:
@@ -604,11 +573,6 @@ def run(settings: Settings, sections: Sequence[str], log: Console) -> dict[str, 
         log.log(f"train: pareco and slim, {settings.train_steps} steps each")
         load = load_average()
         rows["train"]["fashion_resnet"] = _stamped(bench_train(settings.train_steps), load)
-    if "layout" in sections:
-        log.log(f"layout: slim in both layouts, {settings.layout_steps} steps each")
-        for name in LAYOUT_EXAMPLES:
-            load = load_average()
-            rows["layout"][name] = _stamped(bench_layout(name, settings.layout_steps), load)
     if "rss" in sections:
         log.log("rss: pareco-fx slim")
         load = load_average()

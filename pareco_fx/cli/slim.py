@@ -80,9 +80,6 @@ def _data_source(data: str | None, loaded: Any) -> str:
 @click.option("--input-shape", metavar="SHAPE", help="Shape of a random example input, e.g. 1,3,64,64.")
 @click.option("--out", "out_dir", metavar="DIR", help="Run directory [default: runs/<model>-<method>-<cost>].")
 @click.option("--seed", type=int, help="Seed of the weights, data split and order, and sampler [default: 0].")
-@click.option("--channels-last/--no-channels-last", default=None,
-              help="Train with channels-last convolution weights [default: on the CPU for models with grouped or "
-                   "depthwise convolutions, where it is faster].")
 @click.option("--device", help="Where to train: cpu, cuda or cuda:N [default: cuda when available, else cpu; "
               "under torchrun, the process's own GPU with nccl and the CPU with gloo].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
@@ -93,8 +90,8 @@ def _data_source(data: str | None, loaded: Any) -> str:
 @pass_app
 def slim_cmd(app: AppContext, model_spec: str, cost: str | None, method: str | None, epochs: int | None,
              batch_size: int | None, lr: float | None, min_width: float | None, width_vectors: int | None,
-             pareto_aware: bool | None, divisor: int | None, data: str | None, input_shape: str | None,
-             out_dir: str | None, seed: int | None, channels_last: bool | None, device: str | None,
+             pareto_aware: bool | None, divisor: int | None,
+             data: str | None, input_shape: str | None, out_dir: str | None, seed: int | None, device: str | None,
              resume: bool, force: bool, no_progress: bool, as_json: bool) -> None:
     """Train MODEL's shared weights and per-group widths; write the front to the run directory.
 
@@ -104,13 +101,13 @@ def slim_cmd(app: AppContext, model_spec: str, cost: str | None, method: str | N
     from pareco_fx.optim.distributed import distributed_from_env
 
     with distributed_from_env() as comm:
-        options = dict(num_width_vectors=width_vectors, pareto_aware=pareto_aware, channels_last=channels_last)
-        _slim(app, comm, model_spec, cost, method, epochs, batch_size, lr, min_width, options, divisor, data,
+        sampler = dict(num_width_vectors=width_vectors, pareto_aware=pareto_aware)
+        _slim(app, comm, model_spec, cost, method, epochs, batch_size, lr, min_width, sampler, divisor, data,
               input_shape, out_dir, seed, device, resume, force, no_progress, as_json)
 
 
 def _slim(app: AppContext, comm: Comm, model_spec: str, cost: str | None, method: str | None, epochs: int | None,
-          batch_size: int | None, lr: float | None, min_width: float | None, options: dict[str, Any],
+          batch_size: int | None, lr: float | None, min_width: float | None, sampler: dict[str, Any],
           divisor: int | None, data: str | None,
           input_shape: str | None, out_dir: str | None, seed: int | None, device: str | None, resume: bool,
           force: bool, no_progress: bool, as_json: bool) -> None:
@@ -128,7 +125,7 @@ def _slim(app: AppContext, comm: Comm, model_spec: str, cost: str | None, method
     check_names([cost] if cost else [], sorted(cost_models.available()), "cost model")
     where = training_device(device, comm)
     given = {k: v for k, v in dict(method=method, cost=cost, epochs=epochs, batch_size=batch_size, lr=lr,
-                                   seed=seed, **options).items() if v is not None}
+                                   seed=seed, **sampler).items() if v is not None}
     fresh = TrainConfig().replace(**given)
     out = Path(out_dir or Path("runs") / f"{modelfile.spec_name(model_spec)}-{fresh.method}-{fresh.cost}")
     stored = comm.on_main(lambda: _stored_run(out, resume, force))  # the run directory is rank 0's

@@ -67,9 +67,6 @@ class TrainConfig:
         slim_eval_points: uniform multipliers, evenly spaced in cost, that make the ``slim`` front
             and the uniform comparison points of every method.
         num_workers: DataLoader workers.
-        channels_last: train with channels-last 2-D convolution weights; ``None`` (auto) does so
-            on the CPU for models with grouped or depthwise convolutions, where it is faster
-            (:mod:`pareco_fx.optim.layout`). The values trained are the same up to rounding.
         max_train_batches: optional cap on batches per epoch (tests, smoke runs).
     """
 
@@ -102,7 +99,6 @@ class TrainConfig:
     twostage_evals: int = 1000
     slim_eval_points: int = 40
     num_workers: int = 0
-    channels_last: bool | None = None
     max_train_batches: int | None = None
 
     def __post_init__(self) -> None:

@@ -165,8 +165,7 @@ class Comm:
             return
         with torch.no_grad():
             for tensor in [*model.parameters(), *model.buffers()]:
-                # a dense copy: collectives want contiguous tensors, and weights may be channels-last
-                buffer = tensor.detach().to(self.device, copy=True, memory_format=torch.contiguous_format)
+                buffer = tensor.detach().to(self.device, copy=True)
                 dist.broadcast(buffer, 0)
                 tensor.copy_(buffer)
 

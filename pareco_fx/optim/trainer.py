@@ -7,7 +7,6 @@ front is built (see :mod:`pareco_fx.optim.front`) and written to the run directo
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import signal
@@ -46,7 +45,6 @@ from pareco_fx.optim.front import (
     uniform_widths,
 )
 from pareco_fx.optim.history import History, HistoryEntry
-from pareco_fx.optim.layout import training_layout, wants_channels_last
 from pareco_fx.optim.progress import TrainProgress
 from pareco_fx.optim.samplers import Sampler, make_sampler
 from pareco_fx.optim.search import bayesian_search
@@ -56,10 +54,6 @@ __all__ = ["NonFiniteLossError", "TrainResult", "learning_rate", "train"]
 
 CONFIG, HISTORY, FRONT_JSON, FRONT_CSV = "config.json", "history.json", "front.json", "front.csv"
 SCORE_BATCHES = 2  # training batches that score width vectors after training (final re-score, twostage search)
-# Validation and test batches are this many training batches: eval-mode forwards keep no
-# activations for a backward pass, so they usually need less memory than a training step, and
-# larger batches run the front evaluation 1.3-1.8x faster on the CPU at mid and small widths.
-EVAL_BATCH_FACTOR = 4
 _ORDER, _RECAL = 0, 1  # purposes of derived seeds
 SIGNAL_ECHO_S = 2.0  # under torchrun, a second stop signal this soon after the first is its echo
 
@@ -139,14 +133,11 @@ def _to(batches: Iterable[tuple[Tensor, Tensor]], device: torch.device) -> list[
 def _eval_batches(
     data: Dataset | None, config: TrainConfig, comm: Comm, device: torch.device
 ) -> list[tuple[Tensor, Tensor]] | None:
-    """This rank's share of an evaluation split (every world_size-th example), in batches of
-    ``EVAL_BATCH_FACTOR`` training batches."""
+    """This rank's share of an evaluation split (every world_size-th example), in batches."""
     if data is None:
         return None
     shard = Subset(data, comm.shard(range(len(data))))  # type: ignore[arg-type]
-    loader = DataLoader(shard, batch_size=config.batch_size * EVAL_BATCH_FACTOR, shuffle=False,
-                        num_workers=config.num_workers)
-    return _to(loader, device)
+    return _to(DataLoader(shard, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers), device)
 
 
 def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
@@ -438,18 +429,18 @@ def train(
     # no other rank needs the directory: a shared file system is not required.
     payload = comm.on_main(lambda: _prepare_run_dir(path, resume, force))
     config = _resolve_config(config, payload, path)
-    with _layout(slim, train_data, config), TrainProgress(progress and comm.is_main) as bars:
-        trainer = _Trainer(slim, train_data, config, path, comm)
-        if payload is not None:
-            trainer.restore(payload, path / CHECKPOINT)  # type: ignore[operator]
-        else:
-            torch.manual_seed(config.seed)
-            random.seed(config.seed)
-            np.random.seed(config.seed % 2**32)
-        comm.sync_module(slim)  # every rank starts from rank 0's weights
-        if path is not None and comm.is_main:
-            path.mkdir(parents=True, exist_ok=True)
-            write_json(path / CONFIG, config.to_dict())
+    trainer = _Trainer(slim, train_data, config, path, comm)
+    if payload is not None:
+        trainer.restore(payload, path / CHECKPOINT)  # type: ignore[operator]
+    else:
+        torch.manual_seed(config.seed)
+        random.seed(config.seed)
+        np.random.seed(config.seed % 2**32)
+    comm.sync_module(slim)  # every rank starts from rank 0's weights
+    if path is not None and comm.is_main:
+        path.mkdir(parents=True, exist_ok=True)
+        write_json(path / CONFIG, config.to_dict())
+    with TrainProgress(progress and comm.is_main) as bars:
         trainer.run(bars)
         history, front, uniform = _build_front(trainer, val_data, test_data, bars)
     inner = getattr(slim, "model", None)
@@ -459,16 +450,6 @@ def train(
         _write_results(path, result, trainer, history, name)
     comm.barrier()  # the run directory is complete when train() returns on any rank
     return result
-
-
-def _layout(slim: nn.Module, train_data: Dataset, config: TrainConfig) -> contextlib.AbstractContextManager[bool]:
-    """The memory layout of the run (:mod:`pareco_fx.optim.layout`); auto tries the first example."""
-    device = next(slim.parameters()).device
-    channels_last = wants_channels_last(slim, device, config.channels_last)
-    example = None
-    if channels_last and config.channels_last is None:
-        example = train_data[0][0][None].to(device)
-    return training_layout(slim, channels_last, example)
 
 
 def _build_front(

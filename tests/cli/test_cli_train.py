@@ -129,7 +129,6 @@ def test_existing_run_is_not_overwritten(trained) -> None:
     (("--min-width", "0.5"), "min_width=0.5 (run has 0.42)"),
     (("--width-vectors", "9"), "num_width_vectors=9 (run has 7)"),
     (("--no-pareto-aware",), "pareto_aware=False (run has True)"),
-    (("--channels-last",), "channels_last=True (run has None)"),
 ])
 def test_resume_with_other_options_is_refused(trained, args, message) -> None:
     before = state(trained["pareco"])
