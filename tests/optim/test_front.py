@@ -4,7 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from optim_helpers import tiny_data, tiny_slim
 from pareco_fx.optim import FrontPoint, History, WidthSpace, select_front
+from pareco_fx.optim import front as front_module
 from pareco_fx.optim.front import front_candidates, uniform_widths
 from pareco_fx.optim.pareto import non_dominated, pareto_layers, peel_until_coverage
 from pareco_fx.optim.search import draw_targets, target_weights
@@ -98,10 +100,6 @@ def test_uniform_widths_even_in_cost() -> None:
 
 
 def test_only_the_selected_candidates_are_tested_with_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
-    from optim_helpers import tiny_data, tiny_slim
-
-    from pareco_fx.optim import front as front_module
-
     slim = tiny_slim()
     space = WidthSpace.from_slim(slim, "flops")
     train_set, val_set, test_set = tiny_data(train=128, val=64, test=64)
@@ -114,9 +112,14 @@ def test_only_the_selected_candidates_are_tested_with_the_same_result(monkeypatc
     W = space.random(12, torch.Generator().manual_seed(0))
     loss = torch.nn.functional.cross_entropy
     everything = select_front(front_module.evaluate_widths(slim, W, space, recal, val, test, loss))
-    tested: list[object] = []
+    tested: list[object] = []  # the batches every accuracy call reads
     accuracy = front_module.accuracy
-    monkeypatch.setattr(front_module, "accuracy", lambda m, b, c: tested.append(b) or accuracy(m, b, c))
+
+    def counted(model, batches, comm):
+        tested.append(batches)
+        return accuracy(model, batches, comm)
+
+    monkeypatch.setattr(front_module, "accuracy", counted)
     selected = select_front(front_module.evaluate_widths(slim, W, space, recal, val, None, loss))
     lazy = front_module.add_test_accuracy(slim, selected, recal, test)
     # the same points, losses and accuracies, to the bit (recalibration is deterministic, even with
