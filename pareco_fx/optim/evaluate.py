@@ -32,15 +32,20 @@ def score_widths(
     Train-mode BatchNorm (batch statistics), no gradients: the re-scoring of PareCO's history.
     The BatchNorm running statistics are left as they are: train-mode outputs never read them,
     and every evaluation recalibrates them first, so updating them here would be wasted work.
+    Vectors that round to the same channel counts are the same network: each is scored once
+    (histories hold such repeats: multipliers less than a channel apart, a proposal made twice).
     """
     losses = torch.empty(len(W), dtype=torch.float64)
     count = sum(len(y) for _, y in batches)
+    scored: dict[tuple[int, ...], Tensor] = {}
     slim.train()
     with torch.inference_mode(), _batch_statistics_only(slim):
         for i, widths in enumerate(W):
             slim.set_widths(widths.tolist())  # type: ignore[operator]
-            total = sum(smoothed_ce(slim(x), y, smoothing).double() * len(y) for x, y in batches)
-            losses[i] = total / count
+            key = tuple(slim.channels().values())  # type: ignore[operator]
+            if key not in scored:
+                scored[key] = sum(smoothed_ce(slim(x), y, smoothing).double() * len(y) for x, y in batches) / count
+            losses[i] = scored[key]
     return losses
 
 

@@ -179,3 +179,26 @@ def test_scoring_uses_batch_statistics_and_leaves_running_statistics_alone() -> 
             expected.append(float(torch.nn.functional.cross_entropy(slim(batch[0][0]), batch[0][1],
                                                                       label_smoothing=0.1)))
     assert losses.tolist() == expected
+
+
+def test_scoring_runs_each_network_once() -> None:
+    # Width vectors that round to the same channel counts are one network: scored once, the
+    # same loss for each, and the distinct ones as if scored alone (same dropout draws).
+    train_set, _, _ = tiny_data()
+    slim, batch = tiny_slim(), _fixed_batch(train_set)
+    G = len(slim.groups)
+    W = torch.tensor([[1.0] * G, [0.6] * G, [1.0] * G, [0.61] * G], dtype=torch.float64)
+    channels = []
+    for widths in W[[1, 3]]:
+        slim.set_widths(widths.tolist())
+        channels.append(slim.channels())
+    assert channels[0] == channels[1]  # 0.6 and 0.61 round to the same channels
+    forwards = []
+    hook = slim.register_forward_hook(lambda *_: forwards.append(1))
+    torch.manual_seed(0)
+    losses = score_widths(slim, W, batch, 0.1)
+    hook.remove()
+    torch.manual_seed(0)
+    distinct = score_widths(slim, W[:2], batch, 0.1)
+    assert len(forwards) == 2
+    assert losses.tolist() == [*distinct.tolist(), *distinct.tolist()]
