@@ -11,7 +11,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from pareco_fx.optim.distributed import Comm
 
-__all__ = ["accuracy", "score_widths", "smoothed_ce", "soft_ce"]
+__all__ = ["accuracy", "score_widths", "set_widths", "smoothed_ce", "soft_ce"]
 
 
 def smoothed_ce(logits: Tensor, labels: Tensor, smoothing: float) -> Tensor:
@@ -22,6 +22,14 @@ def smoothed_ce(logits: Tensor, labels: Tensor, smoothing: float) -> Tensor:
 def soft_ce(logits: Tensor, target_probs: Tensor) -> Tensor:
     """Cross entropy against soft targets (inplace distillation, temperature 1)."""
     return -(target_probs * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def set_widths(slim: nn.Module, widths: Tensor) -> tuple[int, ...]:
+    """Put ``widths`` in force; returns the active channels per group (``slim.groups`` order),
+    which identify the sub-network: vectors that round to the same channels are the same one."""
+    slim.set_widths(widths.tolist())  # type: ignore[operator]
+    counts = slim.channels()  # type: ignore[operator]
+    return tuple(int(counts[group.id]) for group in slim.groups)  # type: ignore[attr-defined]
 
 
 def score_widths(
@@ -41,8 +49,7 @@ def score_widths(
     slim.train()
     with torch.inference_mode(), _batch_statistics_only(slim):
         for i, widths in enumerate(W):
-            slim.set_widths(widths.tolist())  # type: ignore[operator]
-            key = tuple(slim.channels().values())  # type: ignore[operator]
+            key = set_widths(slim, widths)
             if key not in scored:
                 scored[key] = sum(smoothed_ce(slim(x), y, smoothing).double() * len(y) for x, y in batches) / count
             losses[i] = scored[key]

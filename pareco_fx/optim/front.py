@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from pareco_fx.optim.bn import recalibrate_bn
 from pareco_fx.optim.distributed import Comm
-from pareco_fx.optim.evaluate import accuracy
+from pareco_fx.optim.evaluate import accuracy, set_widths
 from pareco_fx.optim.history import History
 from pareco_fx.optim.pareto import non_dominated, peel_until_coverage
 from pareco_fx.optim.space import WidthSpace
@@ -84,18 +84,12 @@ def uniform_widths(space: WidthSpace, count: int, grid: int = 2001) -> Tensor:
     return space.uniform(f[picks])
 
 
-def _channels(slim: nn.Module, widths: Tensor) -> tuple[int, ...]:
-    slim.set_widths(widths.tolist())  # type: ignore[operator]
-    counts = slim.channels()  # type: ignore[operator]
-    return tuple(int(counts[group.id]) for group in slim.groups)  # type: ignore[attr-defined]
-
-
 def distinct_widths(slim: nn.Module, W: Tensor) -> Tensor:
     """The rows of ``W`` ``[K, G]`` that give distinct channel counts (first occurrence kept)."""
     seen: set[tuple[int, ...]] = set()
     keep = []
     for i, widths in enumerate(W):
-        channels = _channels(slim, widths)
+        channels = set_widths(slim, widths)
         if channels not in seen:
             seen.add(channels)
             keep.append(i)
@@ -130,7 +124,7 @@ def evaluate_widths(
     ratios = space.ratio(W) if len(W) else torch.zeros(0)
     points = []
     for widths, ratio in zip(W, ratios):
-        channels = _channels(slim, widths)
+        channels = set_widths(slim, widths)
         train_loss = recalibrate_bn(slim, recal_batches, loss_fn, comm)
         val_acc = accuracy(slim, val_batches, comm)
         test_acc = accuracy(slim, test_batches, comm) if test_batches is not None else None
