@@ -11,7 +11,8 @@ Sections (``--only`` picks some; all run by default), every ratio is ours / thei
 * ``forward``: the slimmable model at full width, and sub-networks extracted at uniform widths
   giving 75/50/25 % of the FLOPs, against the original model (CPU, eval, no_grad, batch 1 and 32).
 * ``train``: training-step time of the ``pareco`` sampler (re-scoring, GP fit and lambda search included)
-  against ``slim`` on examples/fashion_resnet.py with the embedded Fashion-MNIST subset.
+  against ``slim`` on examples/fashion_resnet.py with the embedded Fashion-MNIST subset; the two runs take
+  turns step by step.
 * ``rss``: peak resident memory of a short ``pareco-fx slim`` run (a child process).
 
 Timings: ``time.perf_counter``, 2 torch threads, warm-ups, medians; contenders take turns in every
@@ -38,11 +39,12 @@ import subprocess
 import sys
 import signal
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -286,22 +288,66 @@ class _TrainingDone(Exception):
     """Raised by :class:`_StepClock` when training ends: the front evaluation after it is no step."""
 
 
-class _StepClock(TrainProgress):
-    """Training progress that stamps the end of every step and stops the run when training ends."""
+class _Baton:
+    """Training runs in threads take turns step by step: one computes while the others wait.
 
-    def __init__(self, enabled: bool) -> None:
-        super().__init__(enabled)
-        self.begin, self.total = 0.0, 0
+    This machine's speed drifts by up to a fifth between minutes, which alone moved the ratio of
+    two runs made one after the other by more than the overhead it measures; runs that alternate
+    step by step see the same machine. Every run is set up before the first step is taken.
+    """
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self._turn = threading.Condition()
+        self._queue = list(names)  # the head has the turn
+        self._ready = threading.Barrier(len(names))
+
+    def start(self, name: str) -> None:
+        """Wait until every run is ready to train, then for ``name``'s turn."""
+        self._ready.wait()
+        self.take(name)
+
+    def take(self, name: str) -> None:
+        with self._turn:
+            self._turn.wait_for(lambda: self._queue[0] == name)
+
+    def hand_on(self, name: str) -> None:
+        """``name`` (which has the turn) passes it to the next run and queues up again."""
+        with self._turn:
+            self._queue.append(self._queue.pop(0))
+            self._turn.notify_all()
+
+    def leave(self, name: str) -> None:
+        """``name`` takes no more turns (its training ended, or it failed)."""
+        self._ready.abort()  # a run that failed before the first step must not hold the others
+        with self._turn:
+            self._queue.remove(name)
+            self._turn.notify_all()
+
+
+class _StepClock(TrainProgress):
+    """Training progress that times every step while its run holds the baton, and stops the run
+    when training ends (the last step keeps the turn until then: the final re-score is no step)."""
+
+    def __init__(self, baton: _Baton, name: str) -> None:
+        super().__init__(False)
+        self.baton, self.name, self.total = baton, name, 0
+        self.starts: list[float] = []
         self.stamps: list[float] = []
 
     def start_training(self, total_steps: int, done: int) -> None:
-        self.begin, self.total = time.perf_counter(), total_steps
+        self.total = total_steps
+        self.baton.start(self.name)
+        self.starts.append(time.perf_counter())
         super().start_training(total_steps, done)
 
     @property
     def finished(self) -> bool:
         """Whether every training step has ended (what follows belongs to the front)."""
         return len(self.stamps) >= self.total
+
+    @property
+    def step_s(self) -> list[float]:
+        return [b - a for a, b in zip(self.starts, self.stamps)]
 
     def start(self, description: str, total: int, completed: int = 0) -> None:
         if description != "train":
@@ -311,63 +357,98 @@ class _StepClock(TrainProgress):
     def advance(self, epoch: int, epochs: int, loss: float, ratios: torch.Tensor) -> None:
         self.stamps.append(time.perf_counter())
         super().advance(epoch, epochs, loss, ratios)
+        if not self.finished:
+            self.baton.hand_on(self.name)
+            self.baton.take(self.name)
+            self.starts.append(time.perf_counter())
 
 
-def _train_once(method: str, steps: int) -> dict[str, Any]:
-    """Step times of one run of ``method`` (the front evaluation after training is cut off), with
-    the run's shape: its period, how many width vectors it re-scored, and how many searches ran."""
+@dataclass
+class _TrainRun:
+    """What one method's run records: its clock, its sampler and the re-scores during training."""
+
+    clock: _StepClock
+    sampler: Any = None
+    rescored: list[int] = field(default_factory=list)  # vectors per re-score (not the final one)
+
+
+def _train_setup(method: str, steps: int) -> tuple[nn.Module, Any, Any, TrainConfig]:
     torch.manual_seed(0)
     loaded = modelfile.load(str(EXAMPLE))
     slim = pareco_fx.make_slimmable(loaded.model, loaded.example_inputs)
     train_set, val_set, _ = load_fashion_mnist("embedded", seed=0)
     config = TrainConfig(method=method)
     epochs = math.ceil(steps / (len(train_set) // config.batch_size))
-    config = config.replace(epochs=epochs, max_train_batches=math.ceil(steps / epochs))
-    clocks: list[_StepClock] = []
-    samplers: list[Any] = []
-    rescored: list[int] = []  # vectors per re-score during training (not the final one)
+    return slim, train_set, val_set, config.replace(epochs=epochs, max_train_batches=math.ceil(steps / epochs))
 
-    def clock(enabled: bool) -> _StepClock:
-        clocks.append(_StepClock(enabled))
-        return clocks[-1]
 
+def _train_interleaved(methods: Sequence[str], steps: int) -> dict[str, dict[str, Any]]:
+    """One run per method, each in a thread, taking turns step by step (:class:`_Baton`); returns
+    each run's step times (the front evaluation after training is cut off) and its shape: the
+    period, how many width vectors it re-scored, how many searches ran."""
+    baton = _Baton(methods)
+    runs = {method: _TrainRun(_StepClock(baton, method)) for method in methods}
+    local = threading.local()  # which run the calling thread trains
     trainer = importlib.import_module("pareco_fx.optim.trainer")
     sampler_module = importlib.import_module("pareco_fx.optim.samplers")
     make_sampler, score_widths = trainer.make_sampler, trainer.score_widths
+    setups = {method: _train_setup(method, steps) for method in methods}  # tracing is not thread-safe
+    errors: list[BaseException] = []
 
     def recording_sampler(*args: Any) -> Any:
-        samplers.append(make_sampler(*args))
-        return samplers[-1]
+        local.run.sampler = make_sampler(*args)
+        return local.run.sampler
 
     def counting_score(slim: nn.Module, W: torch.Tensor, *args: Any) -> torch.Tensor:
-        if not clocks[0].finished:
-            rescored.append(len(W))
+        if not local.run.clock.finished:
+            local.run.rescored.append(len(W))
         return score_widths(slim, W, *args)
 
-    load_before = load_average()
-    with mock.patch.object(trainer, "TrainProgress", clock), mock.patch.object(
+    def train_one(method: str) -> None:
+        local.run = runs[method]
+        slim, train_set, val_set, config = setups[method]
+        try:
+            with suppress(_TrainingDone):
+                train(slim, train_set, val_set, None, config, progress=False)
+        except BaseException as error:  # re-raised by the main thread
+            errors.append(error)
+        finally:
+            baton.leave(method)
+
+    clocked = [(f"{m}_sampler", SAMPLERS[m], "propose") for m in methods]
+    with mock.patch.object(trainer, "TrainProgress", lambda enabled: local.run.clock), mock.patch.object(
             trainer, "make_sampler", recording_sampler), mock.patch.object(
-            trainer, "score_widths", counting_score), suppress(_TrainingDone), _clocked(
-            ("sampler", SAMPLERS[method], "propose"), ("search", sampler_module, "propose_by_search")) as spent:
-        train(slim, train_set, val_set, None, config, progress=False)
-    bars, sampler = clocks[0], samplers[0]
-    load = (load_before, load_average())
-    step_s = [b - a for a, b in zip([bars.begin, *bars.stamps], bars.stamps)]
-    train_s, sampler_s = bars.stamps[-1] - bars.begin, spent["sampler"].seconds
-    return {
-        "steps": len(step_s), "load_average": load, "epochs": config.epochs, "batch_size": config.batch_size,
-        "num_sampled": config.num_sampled, "cost": config.cost, "num_width_vectors": config.num_width_vectors,
-        "period": getattr(sampler, "period", 1), "history_size": len(sampler.history), "rescores": len(rescored),
-        "rescored_vectors": sum(rescored), "rescored_per_step": sum(rescored) / len(step_s),
-        "train_s": train_s, "mean_step_s": train_s / len(step_s), "median_step_s": statistics.median(step_s),
-        "max_step_s": max(step_s), "sampler_s": sampler_s, "searches": spent["search"].calls,
-        "search_s": spent["search"].seconds, "rescore_s": sampler_s - spent["search"].seconds,
-        "steps_without_sampler_s": train_s - sampler_s,
-    }
+            trainer, "score_widths", counting_score), _clocked(
+            *clocked, ("search", sampler_module, "propose_by_search")) as spent:
+        threads = [threading.Thread(target=train_one, args=(m,), name=f"train-{m}") for m in methods]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    if errors:
+        raise errors[0]
+    rows = {}
+    for method, run in runs.items():
+        config, step_s, sampler = setups[method][3], run.clock.step_s, run.sampler
+        train_s, sampler_s = sum(step_s), spent[f"{method}_sampler"].seconds
+        search = spent["search"] if method == "pareco" else _Clock()
+        rows[method] = {
+            "steps": len(step_s), "epochs": config.epochs, "batch_size": config.batch_size,
+            "num_sampled": config.num_sampled, "cost": config.cost, "num_width_vectors": config.num_width_vectors,
+            "period": getattr(sampler, "period", 1), "history_size": len(sampler.history),
+            "rescores": len(run.rescored), "rescored_vectors": sum(run.rescored),
+            "rescored_per_step": sum(run.rescored) / len(step_s),
+            "train_s": train_s, "mean_step_s": train_s / len(step_s), "median_step_s": statistics.median(step_s),
+            "max_step_s": max(step_s), "sampler_s": sampler_s, "searches": search.calls,
+            "search_s": search.seconds, "rescore_s": sampler_s - search.seconds,
+            "steps_without_sampler_s": train_s - sampler_s,
+        }
+    return rows
 
 
 def bench_train(steps: int) -> dict[str, Any]:
-    """Per-step time of ``pareco`` and ``slim`` with identical data, batch size, M and steps.
+    """Per-step time of ``pareco`` and ``slim`` with identical data, batch size, M and steps,
+    the two runs taking turns step by step.
 
     The default is one complete run of the CLI's defaults (``pareco-fx slim
     examples/fashion_resnet.py``: 12 epochs of the embedded set's 35 batches = 420 steps, 50
@@ -379,11 +460,11 @@ def bench_train(steps: int) -> dict[str, Any]:
     size reached, vectors re-scored, searches) next to the times, and the time of pareco's steps
     without its sampler (its wider sampled networks cost a few percent on their own).
     """
-    runs = {method: _train_once(method, steps) for method in ("pareco", "slim")}
+    runs = _train_interleaved(("pareco", "slim"), steps)
     ratio = _ratio(runs["pareco"]["mean_step_s"], runs["slim"]["mean_step_s"])
     ratio_steps = _ratio(runs["pareco"]["steps_without_sampler_s"], runs["slim"]["steps_without_sampler_s"])
-    return {**runs, "ratio": ratio, "ratio_without_sampler": ratio_steps, "target": TRAIN_TARGET,
-            "meets_target": ratio <= TRAIN_TARGET}
+    return {**runs, "interleaved": True, "ratio": ratio,
+            "ratio_without_sampler": ratio_steps, "target": TRAIN_TARGET, "meets_target": ratio <= TRAIN_TARGET}
 
 
 # Runs argv[2:] as its child and prints that child's peak RSS (KiB) and exit code. The measured
