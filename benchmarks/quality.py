@@ -12,7 +12,8 @@ test accuracy reported only) is merged into ``benchmarks/results/quality.json`` 
 with an atomic write, so the matrix can be completed over several runs and processes. ``--jobs``
 trains that many cells at once in worker processes, seed by seed (all settings of seed 0 first), so
 an interrupted sweep leaves whole seeds behind. A run with
-the same (model, cost, method, seed, epochs, train size) replaces the stored one. The aggregate
+the same (model, cost, method, seed, epochs, train size) replaces the stored one; each run keeps
+its wall time per phase (``phases_s``: train, re-score or search, front, test). The aggregate
 per setting (budgets, hypervolume, ties) is recomputed on every write; render the README with
 ``benchmarks/quality_report.py``.
 """
@@ -145,6 +146,7 @@ def run_cell(args: argparse.Namespace, model_name: str, cost: str, method: str, 
     run = {
         "model": model_name, "cost": cost, "method": method, "seed": seed, "epochs": args.epochs,
         "train_size": len(train_set), "wall_s": round(wall, 1), "device": _device_name(args.device),
+        "phases_s": {phase: round(seconds, 1) for phase, seconds in result.seconds.items()},
         "front": [{"cost_ratio": p.cost_ratio, "val_acc": p.val_acc, "test_acc": p.test_acc,
                    "widths": list(p.widths)} for p in result.front],
     }

@@ -151,8 +151,8 @@ def _slim(app: AppContext, comm: Comm, model_spec: str, cost: str | None, method
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / SOURCE, src)
     try:
-        train(slim, train_set, val_set, test_set, config=config, run_dir=out, resume=resume,
-              progress=not no_progress, force=force, model_name=loaded.name)
+        result = train(slim, train_set, val_set, test_set, config=config, run_dir=out, resume=resume,
+                       progress=not no_progress, force=force, model_name=loaded.name)
     except KeyboardInterrupt:
         if comm.is_main:
             app.err.print(f"interrupted: the last checkpoint is in {out}; continue with --resume --out {out}")
@@ -168,6 +168,7 @@ def _slim(app: AppContext, comm: Comm, model_spec: str, cost: str | None, method
         return
     app.out.print(front_table(front))
     app.err.print(f"run written to {out}/ (front.json, front.csv, front.png, widths.png, checkpoint.pt)")
+    app.err.print("time: " + ", ".join(f"{phase} {seconds:.0f} s" for phase, seconds in result.seconds.items()))
 
 
 def training_device(requested: str | None, comm: Comm) -> Any:

@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,10 @@ class TrainResult:
         config: the configuration used.
         run_dir: where the files were written, or ``None``.
         cost_full: cost of the full network under ``config.cost``.
+        seconds: wall time of each phase of this call (``train``; ``re-score``, the history's final
+            scoring, for ``pareco``; ``search`` for ``twostage``; ``front``; ``test``, the selected
+            points' test accuracy, where ``slim`` has it within ``front``), as rank 0 saw it; a
+            resumed run's ``train`` counts only the steps this call took.
     """
 
     front: tuple[FrontPoint, ...]
@@ -82,6 +86,7 @@ class TrainResult:
     config: TrainConfig
     run_dir: Path | None
     cost_full: float
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def learning_rate(config: TrainConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
@@ -445,7 +450,7 @@ def train(
         history, front, uniform = _build_front(trainer, val_data, test_data, bars)
     inner = getattr(slim, "model", None)
     name = model_name or type(inner if isinstance(inner, nn.Module) else slim).__name__
-    result = TrainResult(front, uniform, history.entries(), config, path, trainer.space.cost_full)
+    result = TrainResult(front, uniform, history.entries(), config, path, trainer.space.cost_full, bars.seconds)
     if path is not None and comm.is_main:
         _write_results(path, result, trainer, history, name)
     comm.barrier()  # the run directory is complete when train() returns on any rank
@@ -474,7 +479,9 @@ def _build_front(
 
     def rescore(score: Callable[[Tensor], Tensor]) -> Tensor:
         history = trainer.sampler.history  # rank 0's: the other ranks' samplers never decide
+        bars.start("re-score", 1)
         history.losses = score(history.widths).double()
+        bars.advance_one()
         return _pack(history)
 
     if config.method == "slim":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 import textwrap
 from pathlib import Path
@@ -115,6 +116,7 @@ def test_slim_prints_the_front_table(trained, tmp_path: Path) -> None:
     rows = [line for line in result.stdout.splitlines() if line.startswith("│")]
     assert len(rows) == len(front.points)
     assert f"{front.points[0].cost_ratio:.3f}" in rows[0]
+    assert re.search(r"^time: train \d+ s, re-score \d+ s, front \d+ s, test \d+ s$", result.stderr, re.M)
 
 
 def test_existing_run_is_not_overwritten(trained) -> None:

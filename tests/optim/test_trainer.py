@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
@@ -137,6 +138,19 @@ def test_twostage_searches_the_frozen_weights() -> None:
     # The search and the front evaluation touch BatchNorm statistics only, never the weights.
     assert all(torch.equal(p, weights[name]) for name, p in slim.named_parameters())
     assert len(result.front) >= 1
+
+
+@pytest.mark.parametrize("method, phases", [("pareco", ["train", "re-score", "front", "test"]),
+                                            ("twostage", ["train", "search", "front", "test"]),
+                                            ("slim", ["train", "front"])])  # its front points are tested as evaluated
+def test_result_times_each_phase(method, phases) -> None:
+    train_set, val_set, test_set = tiny_data()
+    t0 = time.perf_counter()
+    result = train(tiny_slim(), train_set, val_set, test_set, TINY_CONFIG.replace(method=method, epochs=1),
+                   progress=False)
+    wall = time.perf_counter() - t0
+    assert list(result.seconds) == phases
+    assert all(s > 0 for s in result.seconds.values()) and sum(result.seconds.values()) < wall
 
 
 def test_rank_shards_make_up_the_single_process_batches() -> None:
