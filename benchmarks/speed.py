@@ -313,6 +313,7 @@ class _Baton:
     def hand_on(self, name: str) -> None:
         """``name`` (which has the turn) passes it to the next run and queues up again."""
         with self._turn:
+            assert self._queue[0] == name, f"{name} handed on a turn it did not have"
             self._queue.append(self._queue.pop(0))
             self._turn.notify_all()
 
