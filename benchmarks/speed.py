@@ -327,7 +327,8 @@ class _Baton:
 
 class _StepClock(TrainProgress):
     """Training progress that times every step while its run holds the baton, and stops the run
-    when training ends (the last step keeps the turn until then: the final re-score is no step)."""
+    when the next phase begins (the last step keeps the turn until then, so that nothing after
+    training runs beside the other run's steps)."""
 
     def __init__(self, baton: _Baton, name: str) -> None:
         super().__init__(False)
@@ -374,6 +375,7 @@ class _TrainRun:
 
 
 def _train_setup(method: str, steps: int) -> tuple[nn.Module, Any, Any, TrainConfig]:
+    """The slimmable example, the embedded data and the CLI's default options for ``steps`` steps."""
     torch.manual_seed(0)
     loaded = modelfile.load(str(EXAMPLE))
     slim = pareco_fx.make_slimmable(loaded.model, loaded.example_inputs)
