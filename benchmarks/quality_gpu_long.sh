@@ -14,6 +14,7 @@ shift $(( $# < 3 ? $# : 3 ))
 flops_methods=pareco,slim
 if [ "${1:-}" = --all ]; then flops_methods=pareco,slim,twostage; shift; fi
 scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
 mkdir -p "$out"
 cp benchmarks/results/quality_long.json "$scratch/quality_long.json"
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}

@@ -31,6 +31,7 @@ the run (machine, versions, load, settings) that produced it.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import math
@@ -325,6 +326,28 @@ class _Baton:
             self._turn.notify_all()
 
 
+def _run_in_turns(baton: _Baton, bodies: dict[str, Callable[[], object]]) -> None:
+    """Run each body in a thread of its own name on ``baton``; it leaves the baton however it ends.
+    Raises the first error of any body once all have ended."""
+    errors: list[BaseException] = []
+
+    def run(name: str, body: Callable[[], object]) -> None:
+        try:
+            body()
+        except BaseException as error:  # re-raised by the calling thread
+            errors.append(error)
+        finally:
+            baton.leave(name)
+
+    threads = [threading.Thread(target=run, args=item, name=f"turns-{item[0]}") for item in bodies.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
 class _StepClock(TrainProgress):
     """Training progress that times every step while its run holds the baton, and stops the run
     when the next phase begins (the last step keeps the turn until then, so that nothing after
@@ -396,7 +419,6 @@ def _train_interleaved(methods: Sequence[str], steps: int) -> dict[str, dict[str
     sampler_module = importlib.import_module("pareco_fx.optim.samplers")
     make_sampler, score_widths = trainer.make_sampler, trainer.score_widths
     setups = {method: _train_setup(method, steps) for method in methods}  # tracing is not thread-safe
-    errors: list[BaseException] = []
 
     def recording_sampler(*args: Any) -> Any:
         local.run.sampler = make_sampler(*args)
@@ -410,26 +432,15 @@ def _train_interleaved(methods: Sequence[str], steps: int) -> dict[str, dict[str
     def train_one(method: str) -> None:
         local.run = runs[method]
         slim, train_set, val_set, config = setups[method]
-        try:
-            with suppress(_TrainingDone):
-                train(slim, train_set, val_set, None, config, progress=False)
-        except BaseException as error:  # re-raised by the main thread
-            errors.append(error)
-        finally:
-            baton.leave(method)
+        with suppress(_TrainingDone):
+            train(slim, train_set, val_set, None, config, progress=False)
 
     clocked = [(f"{m}_sampler", SAMPLERS[m], "propose") for m in methods]
     with mock.patch.object(trainer, "TrainProgress", lambda enabled: local.run.clock), mock.patch.object(
             trainer, "make_sampler", recording_sampler), mock.patch.object(
             trainer, "score_widths", counting_score), _clocked(
             *clocked, ("search", sampler_module, "propose_by_search")) as spent:
-        threads = [threading.Thread(target=train_one, args=(m,), name=f"train-{m}") for m in methods]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    if errors:
-        raise errors[0]
+        _run_in_turns(baton, {m: functools.partial(train_one, m) for m in methods})
     rows = {}
     for method, run in runs.items():
         config, step_s, sampler = setups[method][3], run.clock.step_s, run.sampler

@@ -27,27 +27,12 @@ def _fake_training(clock, steps: int, events: list[str]) -> None:
         clock.advance(1, 1, 0.0, torch.zeros(0))
 
 
-def _run_threads(targets: dict[str, object], baton) -> None:
-    def body(name, target):
-        try:
-            target()
-        finally:
-            baton.leave(name)
-
-    threads = [threading.Thread(target=body, args=item) for item in targets.items()]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-        assert not thread.is_alive(), "a run is still waiting for its turn"
-
-
 def test_runs_alternate_step_by_step_and_their_steps_never_overlap():
     baton = speed._Baton(("a", "b"))
     clocks = {name: speed._StepClock(baton, name) for name in ("a", "b")}
     events: list[str] = []
-    _run_threads({"a": lambda: _fake_training(clocks["a"], 5, events),
-                  "b": lambda: _fake_training(clocks["b"], 3, events)}, baton)
+    speed._run_in_turns(baton, {"a": lambda: _fake_training(clocks["a"], 5, events),
+                                "b": lambda: _fake_training(clocks["b"], 3, events)})
 
     assert events == ["a", "b", "a", "b", "a", "b", "a", "a"]  # b's end leaves a alone
     intervals = sorted((s, e) for c in clocks.values() for s, e in zip(c.starts, c.stamps))
@@ -58,19 +43,20 @@ def test_runs_alternate_step_by_step_and_their_steps_never_overlap():
 def test_a_run_that_fails_before_training_does_not_leave_the_other_waiting():
     baton = speed._Baton(("a", "b"))
     clock = speed._StepClock(baton, "b")
-    failed: list[BaseException] = []
 
     def fail():
         raise RuntimeError("setup failed")
 
-    def train_b():
-        try:
-            _fake_training(clock, 3, [])
-        except threading.BrokenBarrierError as error:  # told, not stuck
-            failed.append(error)
+    done = threading.Event()
 
-    _run_threads({"a": lambda: pytest.raises(RuntimeError, fail), "b": train_b}, baton)
-    assert len(failed) == 1 and clock.stamps == []
+    def run():
+        with pytest.raises(RuntimeError, match="setup failed"):  # the first error, not b's broken barrier
+            speed._run_in_turns(baton, {"a": fail, "b": lambda: _fake_training(clock, 3, [])})
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    assert done.wait(timeout=30), "a run is still waiting for its turn"
+    assert clock.stamps == []
 
 
 def test_interleaved_pareco_and_slim_rows():
