@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import copyreg
 import itertools
 import linecache
 import traceback
@@ -126,7 +127,52 @@ def private_copy(model: nn.Module) -> nn.Module:
         lazy = _lazy_copy(t) if owners[storage[key]] == 1 else None
         if lazy is not None:
             memo[key] = lazy
-    return copy.deepcopy(model, memo)
+    return _copy_module(model, memo)
+
+
+_PLAIN = (int, float, bool, str, type(None), torch.dtype, torch.device)
+
+
+def _plain_pickling(cls: type) -> bool:
+    """Whether ``copy.deepcopy`` copies a ``cls`` as ``cls.__new__(cls)`` plus ``__setstate__`` of its
+    deep-copied ``__getstate__()`` (true of nn.Module and of almost every subclass)."""
+    return (cls.__reduce_ex__ is object.__reduce_ex__ and cls.__reduce__ is object.__reduce__
+            and not any(hasattr(cls, name) for name in ("__deepcopy__", "__getnewargs__", "__getnewargs_ex__"))
+            and cls not in copyreg.dispatch_table)
+
+
+def _copy_module(module: nn.Module, memo: dict[int, Any]) -> nn.Module:
+    """``copy.deepcopy(module, memo)``, with a short path for what every module holds.
+
+    A plain deep copy walks each module's twenty-odd bookkeeping attributes (hook dictionaries,
+    flags) one call at a time, most of the copy's time on a small model. Here values that need no
+    copy (numbers, strings, empty containers) are taken as they are, submodules recurse, and
+    anything else goes to ``copy.deepcopy`` with the same ``memo``, so sharing is kept.
+    Modules that define their own pickling or copying are left to ``copy.deepcopy`` whole.
+    """
+    if id(module) in memo:
+        return memo[id(module)]
+    cls = type(module)
+    if not _plain_pickling(cls):
+        return copy.deepcopy(module, memo)
+    original = module.__getstate__()
+    if type(original) is not dict:
+        return copy.deepcopy(module, memo)
+    new = cls.__new__(cls)
+    memo[id(module)] = new
+    state: dict[str, Any] = {}
+    for key, value in original.items():
+        kind = type(value)
+        if kind in _PLAIN:
+            state[key] = value
+        elif key == "_modules" and kind is dict:
+            state[key] = {name: None if m is None else _copy_module(m, memo) for name, m in value.items()}
+        elif kind in (dict, collections.OrderedDict, set) and not value:
+            state[key] = kind()
+        else:
+            state[key] = copy.deepcopy(value, memo)
+    new.__setstate__(state)
+    return new
 
 
 def trace(model: nn.Module, example_inputs: tuple) -> fx.GraphModule:

@@ -102,3 +102,48 @@ def test_private_copy_keeps_sharing_and_never_aliases():
     with torch.no_grad():
         model.a.weight.zero_()
     assert copy.a.weight.abs().sum() > 0
+
+
+class OwnCopy(nn.Linear):
+    copies = 0
+
+    def __deepcopy__(self, memo: dict) -> "OwnCopy":
+        OwnCopy.copies += 1
+        new = OwnCopy(self.in_features, self.out_features)
+        new.load_state_dict(self.state_dict())
+        return new
+
+
+class Assorted(nn.Module):
+    """What a model may hold besides parameters: a module used twice, a hook, containers, a plain
+    tensor attribute, a module that copies itself its own way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shared = nn.Conv2d(3, 3, 1)
+        self.path = nn.Sequential(self.shared, nn.ReLU(), self.shared)
+        self.own = OwnCopy(3, 2)
+        self.sizes, self.scale, self.table = [1, 2, [3]], torch.tensor(2.0), {"k": (4, 5)}
+        self.shared.register_forward_hook(_double)
+
+
+def _double(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+    return out * 2
+
+
+def test_private_copy_matches_deepcopy():
+    model = Assorted()
+    before = OwnCopy.copies
+    copy = private_copy(model)
+    assert OwnCopy.copies == before + 1  # its own __deepcopy__ was honoured
+    assert copy.path[0] is copy.path[2] is copy.shared is not model.shared
+    assert copy.sizes == model.sizes and copy.sizes is not model.sizes and copy.sizes[2] is not model.sizes[2]
+    assert copy.table == model.table and copy.table is not model.table
+    assert torch.equal(copy.scale, model.scale) and copy.scale is not model.scale
+    assert [type(m) for m in copy.modules()] == [type(m) for m in model.modules()]
+    assert copy.state_dict().keys() == model.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(copy.state_dict().values(), model.state_dict().values()))
+    x = torch.randn(1, 3, 4, 4)
+    assert torch.equal(copy.path(x), model.path(x))  # the hook came along
+    copy.sizes[2].append(9)
+    assert model.sizes == [1, 2, [3]]
