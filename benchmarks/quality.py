@@ -141,7 +141,8 @@ def run_cell(args: argparse.Namespace, model_name: str, cost: str, method: str, 
     train_set, val_set, test_set = data
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
-    result = train(slim, train_set, val_set, test_set, config, progress=args.progress)
+    run_dir = None if args.keep_runs is None else args.keep_runs / f"{model_name}-{cost}-{method}-seed{seed}"
+    result = train(slim, train_set, val_set, test_set, config, run_dir=run_dir, progress=args.progress, force=True)
     wall = time.perf_counter() - t0
     run = {
         "model": model_name, "cost": cost, "method": method, "seed": seed, "epochs": args.epochs,
@@ -228,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="cells trained at once (worker processes)")
     parser.add_argument("--device", default="cpu", help="torch device of the training, e.g. cuda")
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--keep-runs", type=Path, default=None,
+                        help="write each cell's run directory (checkpoint, history.json, front) under this folder")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
