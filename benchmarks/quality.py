@@ -49,6 +49,8 @@ from pareco_fx.optim.config import SEARCH_POOLS  # noqa: E402
 from pareco_fx.optim.checkpoint import write_json  # noqa: E402
 from quality_report import RESULTS, ROOT, aggregate  # noqa: E402
 
+KEPT_RECORD = "quality_run.json"  # a finished cell's record, in its kept run directory
+
 MODELS = ("fashion_resnet", "fashion_mobilenet")
 COSTS = ("flops", "memory")
 SPLIT_SEED = 0  # validation split and training subset: identical for every cell
@@ -142,12 +144,20 @@ def run_cell(args: argparse.Namespace, model_name: str, cost: str, method: str, 
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     run_dir = None if args.keep_runs is None else args.keep_runs / f"{model_name}-{cost}-{method}-seed{seed}"
-    result = train(slim, train_set, val_set, test_set, config, run_dir=run_dir, progress=args.progress, force=True)
+    kept = _kept_record(run_dir)
+    # A kept run directory is resumed: an interrupted cell goes on, a finished one only rebuilds its
+    # front (with the current code) from its final weights and history.
+    result = train(slim, train_set, val_set, test_set, config, run_dir=run_dir, resume=run_dir is not None,
+                   progress=args.progress)
     wall = time.perf_counter() - t0
+    phases = {phase: round(seconds, 1) for phase, seconds in result.seconds.items()}
+    if kept is not None:  # this call trained nothing: the training time is the first call's
+        wall += kept["phases_s"]["train"] - phases["train"]
+        phases["train"] = kept["phases_s"]["train"]
     run = {
         "model": model_name, "cost": cost, "method": method, "seed": seed, "epochs": args.epochs,
         "train_size": len(train_set), "wall_s": round(wall, 1), "device": _device_name(args.device),
-        "phases_s": {phase: round(seconds, 1) for phase, seconds in result.seconds.items()},
+        "phases_s": phases,
         "front": [{"cost_ratio": p.cost_ratio, "val_acc": p.val_acc, "test_acc": p.test_acc,
                    "widths": list(p.widths)} for p in result.front],
     }
@@ -159,7 +169,18 @@ def run_cell(args: argparse.Namespace, model_name: str, cost: str, method: str, 
         "jobs": args.jobs,
         "config": config.to_dict(),
     }
+    if kept is not None:
+        settings["front_rebuilt_from"] = str(run_dir)
+    if run_dir is not None:
+        write_json(run_dir / KEPT_RECORD, run)
     return run, settings
+
+
+def _kept_record(run_dir: Path | None) -> dict[str, Any] | None:
+    """The record a finished earlier call left in ``run_dir`` (``None`` when it did not finish)."""
+    if run_dir is None or not (run_dir / KEPT_RECORD).is_file():
+        return None
+    return json.loads((run_dir / KEPT_RECORD).read_text())
 
 
 def cell_order(models: Sequence[str], costs: Sequence[str], methods: Sequence[str],
@@ -230,7 +251,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="torch device of the training, e.g. cuda")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--keep-runs", type=Path, default=None,
-                        help="write each cell's run directory (checkpoint, history.json, front) under this folder")
+                        help="keep each cell's run directory (checkpoint, history.json, front) under this folder; "
+                             "a cell whose directory is there is resumed, and a finished one only rebuilds its front")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")

@@ -205,3 +205,25 @@ def test_a_variant_replaces_pareco_for_the_settings_it_covers() -> None:
     begin, end = qr.markers("box")
     readme = f"x\n{qr.BEGIN}\nmain\n{qr.END}\n{begin}\nold\n{end}\n"
     assert qr.update_readme(readme, "new\n", "box") == f"x\n{qr.BEGIN}\nmain\n{qr.END}\n{begin}\nnew\n{end}\n"
+
+
+def test_a_kept_run_is_resumed_and_a_finished_one_only_rebuilds_its_front(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(_PATH.parent))
+    quality = importlib.import_module("quality")
+    out, kept = tmp_path / "q.json", tmp_path / "runs"
+    argv = ["--model", "fashion_resnet", "--cost", "memory", "--method", "pareco", "--seed", "0", "--epochs", "1",
+            "--train-size", "512", "--val-size", "128", "--test-size", "128", "--data", "embedded",
+            "--width-vectors", "6", "--eval-points", "3", "--out", str(out), "--keep-runs", str(kept)]
+    quality.main(argv)
+    checkpoint = kept / "fashion_resnet-memory-pareco-seed0" / "checkpoint.pt"
+    first, trained_at = json.loads(out.read_text()), checkpoint.stat().st_mtime_ns
+    quality.main(argv)
+    second = json.loads(out.read_text())
+    assert checkpoint.stat().st_mtime_ns == trained_at  # nothing was trained again
+    (run_1,), (run_2,) = first["runs"], second["runs"]
+    assert run_2["front"] == run_1["front"]  # same weights, history and code: the same front
+    assert run_2["phases_s"]["train"] == run_1["phases_s"]["train"]  # the first call's training time
+    ((key, settings_1),), ((_, settings_2),) = first["settings"].items(), second["settings"].items()
+    assert "front_rebuilt_from" not in settings_1
+    assert settings_2["front_rebuilt_from"] == str(checkpoint.parent)

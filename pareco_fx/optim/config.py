@@ -61,7 +61,8 @@ class TrainConfig:
             every group to a bound of the box; the centres keep the ends of the cost range
             reachable.
         recal_batches: training batches that re-estimate BatchNorm statistics of each evaluated
-            width vector.
+            width vector; ``pareco`` also re-scores its history on them after training, to rank
+            the front's candidates.
         front_coverage: history layers are peeled until they cover this share of the cost range.
         twostage_evals: width vectors the post-training search of ``twostage`` evaluates.
         slim_eval_points: uniform multipliers, evenly spaced in cost, that make the ``slim`` front

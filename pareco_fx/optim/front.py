@@ -1,6 +1,6 @@
 """The final front: candidates from the history, BN recalibration, selection on validation data.
 
-Candidates are the first non-dominated layers of the history by (re-scored training loss, cost)
+Candidates are the first non-dominated layers of the history by (training loss, cost)
 until they cover ``front_coverage`` of the cost range, plus the full and smallest networks. Each
 is BN-recalibrated on training batches and scored on the validation split; the non-dominated ones
 by (validation accuracy, cost) form the front. Test accuracy is reported, never used to select, so

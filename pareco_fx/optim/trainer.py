@@ -53,7 +53,10 @@ from pareco_fx.optim.space import WidthSpace
 __all__ = ["NonFiniteLossError", "TrainResult", "learning_rate", "train"]
 
 CONFIG, HISTORY, FRONT_JSON, FRONT_CSV = "config.json", "history.json", "front.json", "front.csv"
-SCORE_BATCHES = 2  # training batches that score width vectors after training (final re-score, twostage search)
+# Training batches that score each width vector of twostage's post-training search (the reference's 2).
+# PareCO's final re-score uses every recalibration batch instead: it ranks the history to pick the
+# front's candidates, and on 2 batches near-tied vectors rank by noise, so better ones go unevaluated.
+SEARCH_BATCHES = 2
 _ORDER, _RECAL = 0, 1  # purposes of derived seeds
 SIGNAL_ECHO_S = 2.0  # under torchrun, a second stop signal this soon after the first is its echo
 
@@ -468,8 +471,11 @@ def _build_front(
     val = _eval_batches(val_data, config, comm, trainer.device)
     test = _eval_batches(test_data, config, comm, trainer.device)
 
-    def score_local(W: Tensor) -> tuple[Tensor, int]:
-        return trainer.score_local(W, recal[:SCORE_BATCHES])
+    def score_search(W: Tensor) -> tuple[Tensor, int]:
+        return trainer.score_local(W, recal[:SEARCH_BATCHES])
+
+    def score_all(W: Tensor) -> tuple[Tensor, int]:
+        return trainer.score_local(W, recal)
 
     def search(score: Callable[[Tensor], Tensor]) -> Tensor:
         bars.start("search", config.twostage_evals)
@@ -487,7 +493,8 @@ def _build_front(
     if config.method == "slim":
         history = History(space.num_groups)
     else:
-        history = _unpack(comm.lead(search if config.method == "twostage" else rescore, score_local))
+        history = _unpack(comm.lead(search, score_search) if config.method == "twostage"
+                          else comm.lead(rescore, score_all))
 
     def loss_fn(logits: Tensor, labels: Tensor) -> Tensor:
         return smoothed_ce(logits, labels, config.label_smoothing)

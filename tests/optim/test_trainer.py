@@ -216,3 +216,26 @@ def test_scoring_runs_each_network_once() -> None:
     distinct = score_widths(slim, W[:2], batch, 0.1)
     assert len(forwards) == 2
     assert losses.tolist() == [*distinct.tolist(), *distinct.tolist()]
+
+
+@pytest.mark.parametrize("method, batches", [("pareco", 3), ("twostage", 2)])
+def test_after_training_vectors_are_scored_on(method, batches, monkeypatch) -> None:
+    # PareCO's final re-score ranks the front's candidates on every recalibration batch (on two,
+    # near-tied vectors rank by noise); twostage's search scores each vector on two, as the reference.
+    from pareco_fx.optim import trainer as trainer_module
+
+    calls: list[tuple[int, int]] = []
+    original = trainer_module._Trainer.score_local
+
+    def spy(self, W, data):
+        calls.append((self.step, len(data)))
+        return original(self, W, data)
+
+    monkeypatch.setattr(trainer_module._Trainer, "score_local", spy)
+    train_set, val_set, _ = tiny_data()
+    train(tiny_slim(), train_set, val_set, None, TINY_CONFIG.replace(method=method, epochs=1, recal_batches=3),
+          progress=False)
+    steps = max(step for step, _ in calls)
+    after = [n for step, n in calls if step == steps]
+    assert after and set(after) == {batches}
+    assert all(n == 1 for step, n in calls if step < steps)  # the periodic re-scores: the training batch
