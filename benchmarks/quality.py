@@ -46,7 +46,7 @@ import pareco_fx  # noqa: E402
 from pareco_fx.data import load_fashion_mnist, stratified_indices  # noqa: E402
 from pareco_fx.optim import METHODS, TrainConfig, train  # noqa: E402
 from pareco_fx.optim.config import SEARCH_POOLS  # noqa: E402
-from pareco_fx.optim.checkpoint import write_json  # noqa: E402
+from pareco_fx.optim.checkpoint import CHECKPOINT_FILE, write_json  # noqa: E402
 from quality_report import RESULTS, ROOT, aggregate  # noqa: E402
 
 KEPT_RECORD = "quality_run.json"  # a finished cell's record, in its kept run directory
@@ -177,8 +177,9 @@ def run_cell(args: argparse.Namespace, model_name: str, cost: str, method: str, 
 
 
 def _kept_record(run_dir: Path | None) -> dict[str, Any] | None:
-    """The record a finished earlier call left in ``run_dir`` (``None`` when it did not finish)."""
-    if run_dir is None or not (run_dir / KEPT_RECORD).is_file():
+    """The record a finished earlier call left in ``run_dir`` (``None`` when it did not finish, or
+    when its checkpoint is gone and the cell trains again)."""
+    if run_dir is None or not (run_dir / KEPT_RECORD).is_file() or not (run_dir / CHECKPOINT_FILE).is_file():
         return None
     return json.loads((run_dir / KEPT_RECORD).read_text())
 
