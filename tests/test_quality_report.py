@@ -224,6 +224,6 @@ def test_a_kept_run_is_resumed_and_a_finished_one_only_rebuilds_its_front(
     (run_1,), (run_2,) = first["runs"], second["runs"]
     assert run_2["front"] == run_1["front"]  # same weights, history and code: the same front
     assert run_2["phases_s"]["train"] == run_1["phases_s"]["train"]  # the first call's training time
-    ((key, settings_1),), ((_, settings_2),) = first["settings"].items(), second["settings"].items()
+    ((_, settings_1),), ((_, settings_2),) = first["settings"].items(), second["settings"].items()
     assert "front_rebuilt_from" not in settings_1
     assert settings_2["front_rebuilt_from"] == str(checkpoint.parent)
