@@ -1,32 +1,43 @@
 #!/usr/bin/env bash
-# Follow-ups to the quality matrix on one GPU, all at once under MPS (see quality_gpu.sh):
-#   long    - the memory matrix of pareco and slim at twice the epochs -> OUT/quality_long.json
-#   paper   - pareco with the paper's sampler settings (300 width vectors, Pareto-aware targets),
-#             memory, 5 epochs                                           -> OUT/quality_paper.json
-#   missing - matrix cells still missing (fashion_mobilenet twostage seed 2) -> OUT/quality.json
+# GPU cells that predate the current code (the final re-score on every recalibration batch), re-run on
+# one GPU under MPS (see quality_gpu.sh), plus the longer version's FLOPs cells:
+#   matrix - the matrix's pareco cells (memory and flops, 3 seeds), merged into a copy of quality.json
+#   paper  - pareco with the paper's sampler settings (memory, 3 seeds)    -> quality_paper.json
+#   long   - started once matrix is done: flops pareco and slim at 10 epochs, merged into a copy of
+#            quality_long.json
 # Usage: benchmarks/quality_gpu_followup.sh DATA_DIR OUT_DIR [SECONDS] [SIZE_ARGS...]
-# SIZE_ARGS (e.g. --epochs 1 --train-size 500 ...) override the sizes: a smoke run on the CPU.
+# Everything stops SECONDS (default 3600) after the start; finished cells stay merged. OUT_DIR receives
+# the three JSONs and followup.log only (the device tool returns few files). SIZE_ARGS (e.g. --epochs 1
+# --train-size 300 --jobs 2 ...) override the sizes: a smoke run on the CPU.
+# On the lent device (package not installed there, data carried in .data):
+#   ln -sfn ../passes pareco_fx/passes && ln -sfn ../cost_models pareco_fx/cost_models &&
+#   benchmarks/quality_gpu_followup.sh .data "$OUT" 540
 set -u
 data=$1 out=$2 limit=${3:-3600}
 shift $(( $# < 3 ? $# : 3 ))
+deadline=$(( SECONDS + limit ))
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
 mkdir -p "$out"
+cp benchmarks/results/quality.json benchmarks/results/quality_long.json "$scratch/"
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 device=cuda
 python3 -c "import torch, sys; sys.exit(not torch.cuda.is_available())" || device=cpu
-common=(--model fashion_resnet,fashion_mobilenet --device "$device" --threads 1 --min-width 0.15 --data "$data")
+common=(--model fashion_resnet,fashion_mobilenet --device "$device" --threads 1 --min-width 0.15 --data "$data"
+        --seed 0,1,2)
 nvidia-cuda-mps-control -d 2>/dev/null && echo "MPS on"
-nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv -l 15 >"$out/gpu.csv" 2>/dev/null &
-sweep() {  # NAME ARGS...: one quality.py sweep, logged to OUT/NAME.log
+sweep() {  # NAME ARGS...: one quality.py sweep until the deadline, logged to the scratch folder
     local name=$1; shift
-    timeout "$limit" python3 benchmarks/quality.py "${common[@]}" "$@" >"$out/$name.log" 2>&1
-    echo "$name: exit $?"
+    timeout $(( deadline - SECONDS )) python3 benchmarks/quality.py "${common[@]}" "$@" >"$scratch/$name.log" 2>&1
+    echo "$name: exit $? at ${SECONDS} s"
 }
-sweep long --cost memory --method pareco,slim --seed 0,1,2 --epochs 10 --jobs 12 \
-    --out "$out/quality_long.json" "$@" &
-sweep paper --cost memory --method pareco --seed 0,1,2 --epochs 5 --width-vectors 300 --pareto-aware \
-    --jobs 6 --out "$out/quality_paper.json" "$@" &
-sweep missing --model fashion_mobilenet --cost memory,flops --method twostage --seed 2 --epochs 5 --jobs 2 \
-    --out "$out/quality.json" "$@" &
-wait %2 %3 %4
-kill %1 2>/dev/null
-tail -n 3 "$out"/*.log
+{
+    sweep paper --cost memory --method pareco --epochs 5 --width-vectors 300 --pareto-aware --jobs 6 \
+        --out "$scratch/quality_paper.json" "$@" &
+    sweep matrix --cost memory,flops --method pareco --epochs 5 --jobs 12 --out "$scratch/quality.json" "$@"
+    sweep long --cost flops --method pareco,slim --epochs 10 --jobs 12 --out "$scratch/quality_long.json" "$@"
+    wait
+    tail -n 20 "$scratch"/*.log
+} >"$out/followup.log" 2>&1
+cp "$scratch"/quality*.json "$out/"
+grep ': exit' "$out/followup.log"
