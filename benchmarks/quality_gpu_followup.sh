@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # GPU cells that predate the current code (the final re-score on every recalibration batch), re-run on
 # one GPU under MPS (see quality_gpu.sh), plus the longer version's FLOPs cells:
-#   matrix - the matrix's pareco cells (memory and flops, 3 seeds), merged into a copy of quality.json
+#   matrix - the matrix's pareco cells (memory and flops, 3 seeds), then its slim cells under memory
+#            (the baseline the memory goal is judged against), merged into a copy of quality.json
 #   paper  - pareco with the paper's sampler settings (memory, 3 seeds)    -> quality_paper.json
 #   long   - started once matrix is done: flops pareco and slim at 10 epochs, merged into a copy of
-#            quality_long.json
+#            quality_long.json (in session 9's 530 s only 2 of its 12 cells finished)
 # Usage: benchmarks/quality_gpu_followup.sh DATA_DIR OUT_DIR [SECONDS] [SIZE_ARGS...]
 # Everything stops SECONDS (default 3600) after the start; finished cells stay merged. OUT_DIR receives
 # the three JSONs and followup.log only (the device tool returns few files). SIZE_ARGS (e.g. --epochs 1
@@ -35,6 +36,7 @@ sweep() {  # NAME ARGS...: one quality.py sweep until the deadline, logged to th
     sweep paper --cost memory --method pareco --epochs 5 --width-vectors 300 --pareto-aware --jobs 6 \
         --out "$scratch/quality_paper.json" "$@" &
     sweep matrix --cost memory,flops --method pareco --epochs 5 --jobs 12 --out "$scratch/quality.json" "$@"
+    sweep slim --cost memory --method slim --epochs 5 --jobs 6 --out "$scratch/quality.json" "$@"
     sweep long --cost flops --method pareco,slim --epochs 10 --jobs 12 --out "$scratch/quality_long.json" "$@"
     wait
     tail -n 20 "$scratch"/*.log
