@@ -11,7 +11,11 @@ differs), and its front (selected on the validation split, carved out of the tra
 test accuracy reported only) is merged into ``benchmarks/results/quality.json`` under a file lock
 with an atomic write, so the matrix can be completed over several runs and processes. ``--jobs``
 trains that many cells at once in worker processes, seed by seed (all settings of seed 0 first), so
-an interrupted sweep leaves whole seeds behind. A run with
+an interrupted sweep leaves whole seeds behind. Under ``torchrun`` (``torchrun --standalone
+--nproc_per_node 2 benchmarks/quality.py ...``) every cell trains data-parallel on all the
+processes (the README's multi-process training; the global batch is split between them) and
+rank 0 merges it: the way to use both cores of a 2-core machine for one cell, as torch's
+intra-op threads barely speed up these small convolutions. A run with
 the same (model, cost, method, seed, epochs, train size) replaces the stored one; each run keeps
 its wall time per phase (``phases_s``: train, re-score or search, front, test). The aggregate
 per setting (budgets, hypervolume, ties) is recomputed on every write; render the README with
@@ -47,6 +51,7 @@ from pareco_fx.data import load_fashion_mnist, stratified_indices  # noqa: E402
 from pareco_fx.optim import METHODS, TrainConfig, train  # noqa: E402
 from pareco_fx.optim.config import SEARCH_POOLS  # noqa: E402
 from pareco_fx.optim.checkpoint import CHECKPOINT_FILE, write_json  # noqa: E402
+from pareco_fx.optim.distributed import Comm, distributed_from_env  # noqa: E402
 from quality_report import RESULTS, ROOT, aggregate  # noqa: E402
 
 KEPT_RECORD = "quality_run.json"  # a finished cell's record, in its kept run directory
@@ -127,7 +132,7 @@ def merge(path: Path, run: dict[str, Any], settings: dict[str, Any]) -> None:
 
 
 def run_cell(args: argparse.Namespace, model_name: str, cost: str, method: str, seed: int,
-             data: tuple[Any, Any, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+             data: tuple[Any, Any, Any], comm: Comm = Comm()) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train one cell; returns the run record (issue schema) and its settings."""
     torch.manual_seed(seed)  # the initial weights depend on the seed only, not on the method
     model, inputs = build_model(model_name, args.width_mult)
@@ -166,12 +171,12 @@ def run_cell(args: argparse.Namespace, model_name: str, cost: str, method: str, 
         "val_size": len(val_set), "test_size": len(test_set), "groups": len(slim.groups),
         "cost_min_ratio": min(p.cost_ratio for p in result.uniform),
         "load_average": [load_before, os.getloadavg()[0]], "threads": torch.get_num_threads(),
-        "jobs": args.jobs,
+        "jobs": args.jobs, "ranks": comm.world_size,
         "config": config.to_dict(),
     }
     if kept is not None:
         settings["front_rebuilt_from"] = str(run_dir)
-    if run_dir is not None:
+    if run_dir is not None and comm.is_main:
         write_json(run_dir / KEPT_RECORD, run)
     return run, settings
 
@@ -195,15 +200,16 @@ def _device_name(device: str) -> str:
     return torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"
 
 
-def train_and_merge(args: argparse.Namespace, cell: tuple[str, str, str, int]) -> str:
-    """Train one cell, merge it into ``args.out`` and return a one-line summary (runs in a worker
-    process under ``--jobs``)."""
+def train_and_merge(args: argparse.Namespace, cell: tuple[str, str, str, int], comm: Comm = Comm()) -> str:
+    """Train one cell, merge it into ``args.out`` (rank 0 only) and return a one-line summary
+    (runs in a worker process under ``--jobs``)."""
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     model_name, cost, method, seed = cell
     data = load_data(args.data, args.train_size, args.val_size, args.test_size)
-    run, settings = run_cell(args, model_name, cost, method, seed, data)
-    merge(args.out, run, settings)
+    run, settings = run_cell(args, model_name, cost, method, seed, data, comm)
+    if comm.is_main:
+        merge(args.out, run, settings)
     best = max(run["front"], key=lambda p: p["val_acc"])
     return (f"{model_name} {cost} {method} seed {seed}: {len(run['front'])} front points, "
             f"full-front best test {100 * best['test_acc']:.2f} %, smallest "
@@ -258,10 +264,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
     cells = cell_order(args.model, args.cost, args.method, args.seed)
-    if args.jobs == 1:
-        for cell in cells:
-            print(train_and_merge(args, cell), flush=True)
-        return
+    with distributed_from_env() as comm:
+        if comm.active and args.jobs != 1:
+            parser.error("under torchrun every cell trains on all the processes; leave --jobs at 1")
+        if args.jobs == 1:
+            for cell in cells:
+                summary = train_and_merge(args, cell, comm)
+                if comm.is_main:
+                    print(summary, flush=True)
+            return
     # spawn, not fork: CUDA cannot be re-initialised in a forked child.
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=context) as pool:

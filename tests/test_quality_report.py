@@ -7,6 +7,9 @@ import importlib
 import importlib.util
 import json
 import math
+import os
+import socket
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -227,3 +230,39 @@ def test_a_kept_run_is_resumed_and_a_finished_one_only_rebuilds_its_front(
     ((_, settings_1),), ((_, settings_2),) = first["settings"].items(), second["settings"].items()
     assert "front_rebuilt_from" not in settings_1
     assert settings_2["front_rebuilt_from"] == str(checkpoint.parent)
+
+
+def _torchrun_quality(*argv: str) -> subprocess.CompletedProcess:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+               f"--master_port={port}", str(_PATH.parent / "quality.py"), *argv]
+    return subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_under_torchrun_a_cell_trains_on_both_processes_and_rank_0_alone_merges_it(tmp_path: Path) -> None:
+    out = tmp_path / "q.json"
+    proc = _torchrun_quality(
+        "--model", "fashion_resnet", "--cost", "memory", "--method", "pareco,slim", "--seed", "0", "--epochs", "1",
+        "--train-size", "512", "--val-size", "128", "--test-size", "128", "--data", "embedded",
+        "--width-vectors", "6", "--eval-points", "3", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summaries = [line for line in proc.stdout.splitlines() if line.startswith("fashion_resnet memory ")]
+    assert [line.split()[2] for line in summaries] == ["pareco", "slim"]  # printed once, by rank 0
+    data = json.loads(out.read_text())
+    assert sorted(r["method"] for r in data["runs"]) == ["pareco", "slim"]  # merged once per cell
+    assert {s["ranks"] for s in data["settings"].values()} == {2}
+    for run in data["runs"]:
+        assert run["train_size"] == 510 and run["phases_s"]["train"] > 0
+        costs = [p["cost_ratio"] for p in run["front"]]
+        assert costs == sorted(costs) and costs[-1] == pytest.approx(1.0)
+        assert all(0.0 <= p["test_acc"] <= 1.0 for p in run["front"])
+
+
+def test_under_torchrun_jobs_is_refused_with_the_reason() -> None:
+    proc = _torchrun_quality("--model", "fashion_resnet", "--cost", "memory", "--method", "slim", "--seed", "0",
+                             "--jobs", "2")
+    assert proc.returncode != 0
+    assert "leave --jobs at 1" in proc.stderr
