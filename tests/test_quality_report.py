@@ -257,7 +257,7 @@ def test_under_torchrun_a_cell_trains_on_both_processes_and_rank_0_alone_merges_
     for run in data["runs"]:
         assert run["train_size"] == 510 and run["phases_s"]["train"] > 0
         costs = [p["cost_ratio"] for p in run["front"]]
-        assert costs == sorted(costs) and costs[-1] == pytest.approx(1.0)
+        assert costs == sorted(costs) and 0.0 < costs[0] and costs[-1] <= 1.0 + 1e-9
         assert all(0.0 <= p["test_acc"] <= 1.0 for p in run["front"])
 
 
