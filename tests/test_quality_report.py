@@ -252,7 +252,7 @@ def test_under_torchrun_a_cell_trains_on_both_processes_and_rank_0_alone_merges_
     summaries = [line for line in proc.stdout.splitlines() if line.startswith("fashion_resnet memory ")]
     assert [line.split()[2] for line in summaries] == ["pareco", "slim"]  # printed once, by rank 0
     data = json.loads(out.read_text())
-    assert sorted(r["method"] for r in data["runs"]) == ["pareco", "slim"]  # merged once per cell
+    assert sorted(r["method"] for r in data["runs"]) == ["pareco", "slim"]  # one run per cell
     assert {s["ranks"] for s in data["settings"].values()} == {2}
     for run in data["runs"]:
         assert run["train_size"] == 510 and run["phases_s"]["train"] > 0
