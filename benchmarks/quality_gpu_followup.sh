@@ -12,25 +12,10 @@
 #   ln -sfn ../passes pareco_fx/passes && ln -sfn ../cost_models pareco_fx/cost_models &&
 #   benchmarks/quality_gpu_followup.sh .data "$OUT" 530
 set -u
-data=$1 out=$2 limit=${3:-3600}
+source "$(dirname "$0")/_gpu_sweeps.sh"
+gpu_setup "$1" "$2" "${3:-3600}"
 shift $(( $# < 3 ? $# : 3 ))
-deadline=$(( SECONDS + limit ))
-scratch=$(mktemp -d)
-trap 'rm -rf "$scratch"' EXIT
-mkdir -p "$out"
 cp benchmarks/results/quality.json "$scratch/"
-export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-device=cuda
-python3 -c "import torch, sys; sys.exit(not torch.cuda.is_available())" || device=cpu
-common=(--model fashion_resnet,fashion_mobilenet --device "$device" --threads 1 --min-width 0.15 --data "$data"
-        --seed 0,1,2)
-nvidia-cuda-mps-control -d 2>/dev/null && echo "MPS on"
-sweep() {  # NAME ARGS...: one quality.py sweep until the deadline, logged to the scratch folder
-    local name=$1 left=$(( deadline - SECONDS )); shift
-    (( left > 0 )) || { echo "$name: not started, no time left"; return; }
-    timeout "$left" python3 benchmarks/quality.py "${common[@]}" "$@" >"$scratch/$name.log" 2>&1
-    echo "$name: exit $? at ${SECONDS} s"
-}
 {
     sweep paper --cost memory --method pareco --epochs 5 --width-vectors 300 --pareto-aware --jobs 6 \
         --out "$scratch/quality_paper.json" "$@" &

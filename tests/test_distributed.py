@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -29,6 +28,7 @@ OPTIM_TESTS = Path(__file__).resolve().parent / "optim"
 sys.path.insert(0, str(OPTIM_TESTS))  # optim_helpers, also for the spawned workers
 
 from optim_helpers import TINY_CONFIG, TinyNet, tiny_data, tiny_slim  # noqa: E402
+from torchrun_cmd import free_port, torchrun_two  # noqa: E402
 
 import pareco_fx  # noqa: E402
 from pareco_fx.cli.main import cli  # noqa: E402
@@ -97,12 +97,6 @@ RUN_FILES = {"config.json", "checkpoint.pt", "history.json", "front.json", "fron
              "source.json"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _read(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -113,9 +107,8 @@ def _weights_hash(tensors: list[torch.Tensor]) -> str:
 
 def _torchrun_slim(root: Path, out: Path, *extra: str) -> list[str]:
     """``torchrun --nproc_per_node=2 -m pareco_fx slim`` of the tiny model, as a user runs it."""
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-            f"--master_port={_free_port()}", "-m", "pareco_fx", "slim", str(root / "tiny_model.py"),
-            "--epochs", "2", "--batch-size", "32", "--no-progress", "--out", str(out), *extra]
+    return torchrun_two("-m", "pareco_fx", "slim", str(root / "tiny_model.py"),
+                                    "--epochs", "2", "--batch-size", "32", "--no-progress", "--out", str(out), *extra)
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -273,7 +266,7 @@ def test_sharded_evaluation_and_errors_that_stop_every_rank(tmp_path: Path, monk
     (tmp_path / "held").mkdir()
     (tmp_path / "held" / "checkpoint.pt").write_bytes(b"a run")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     outcomes = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert outcomes[0] == outcomes[1]
     evaluation = outcomes[0]["evaluation"]

@@ -8,13 +8,13 @@ import importlib.util
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from torchrun_cmd import torchrun_two
 
 _PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "quality_report.py"
 _SPEC = importlib.util.spec_from_file_location("quality_report", _PATH)
@@ -233,12 +233,7 @@ def test_a_kept_run_is_resumed_and_a_finished_one_only_rebuilds_its_front(
 
 
 def _torchrun_quality(*argv: str) -> subprocess.CompletedProcess:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-               f"--master_port={port}", str(_PATH.parent / "quality.py"), *argv]
-    return subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+    return subprocess.run(torchrun_two(str(_PATH.parent / "quality.py"), *argv), env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
                           timeout=300)
 
 
