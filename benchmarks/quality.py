@@ -143,7 +143,7 @@ def run_cell(args: argparse.Namespace, model_name: str, cost: str, method: str, 
         weight_decay=5e-4, warmup_epochs=min(1.0, args.epochs / 5), schedule="linear", num_sampled=2,
         seed=seed, num_width_vectors=args.width_vectors, recal_batches=args.recal_batches,
         slim_eval_points=args.eval_points, twostage_evals=args.twostage_evals, search_pool=args.search_pool,
-        pareto_aware=args.pareto_aware,
+        pareto_aware=args.pareto_aware, front_fill=args.front_fill,
     )
     train_set, val_set, test_set = data
     load_before = os.getloadavg()[0]
@@ -248,6 +248,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--twostage-evals", type=int, default=500)
     parser.add_argument("--pareto-aware", action="store_true",
                         help="pareco draws target costs where the front has gaps (the paper's --pas)")
+    parser.add_argument("--front-fill", type=int, default=0,
+                        help="pareco: width vectors a search on the trained weights adds where the front has gaps")
     parser.add_argument("--search-pool", default="mixed", choices=SEARCH_POOLS,
                         help="candidates of the GP search (TrainConfig.search_pool)")
     parser.add_argument("--data", default="fashion-mnist", help="IDX directory, 'fashion-mnist' or 'embedded'")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -93,6 +94,7 @@ if "LOCAL_RANK" in os.environ and os.environ.get("PARECO_RECORD"):
 """
 
 STEPS = 12  # 2 epochs of 192 // 32 batches; the default pareco sampler searches from step 10 on
+FILL = 3  # width vectors of the front fill, searched after training
 RUN_FILES = {"config.json", "checkpoint.pt", "history.json", "front.json", "front.csv", "front.png", "widths.png",
              "source.json"}
 
@@ -107,8 +109,8 @@ def _weights_hash(tensors: list[torch.Tensor]) -> str:
 
 def _torchrun_slim(root: Path, out: Path, *extra: str) -> list[str]:
     """``torchrun --nproc_per_node=2 -m pareco_fx slim`` of the tiny model, as a user runs it."""
-    return torchrun_two("-m", "pareco_fx", "slim", str(root / "tiny_model.py"),
-                                    "--epochs", "2", "--batch-size", "32", "--no-progress", "--out", str(out), *extra)
+    return torchrun_two("-m", "pareco_fx", "slim", str(root / "tiny_model.py"), "--epochs", "2", "--batch-size", "32",
+                        "--front-fill", str(FILL), "--no-progress", "--out", str(out), *extra)
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -137,7 +139,7 @@ def test_torchrun_ranks_train_the_same_widths_and_weights(torchrun_run) -> None:
     steps = [[e for e in rank if e["kind"] == "step"] for rank in ranks]
     leads = [[e["widths"] for e in rank if e["kind"] == "lead"] for rank in ranks]
     assert [e["step"] for e in steps[0]] == [e["step"] for e in steps[1]] == list(range(1, STEPS + 1))
-    # one decision per step, then the final re-score of the history; identical on both ranks
+    # one decision per step, then the final re-score of the history and the front fill; identical on both ranks
     assert len(leads[0]) == STEPS + 1 and leads[0] == leads[1]
     # the weights agree after every step, while each rank saw its own half of the global batch
     for a, b in zip(*steps):
@@ -146,12 +148,16 @@ def test_torchrun_ranks_train_the_same_widths_and_weights(torchrun_run) -> None:
     trained = torch.tensor([row for widths in leads[0][:STEPS] for row in widths], dtype=torch.float64)
     assert (trained[:20, 0] == trained[:20, 1]).all()  # the prior: uniform multipliers
     assert (trained[21:, 0] != trained[21:, 1]).all()  # then the GP-guided search (per-group widths)
-    # the run's history is what the ranks trained, with the losses re-scored across ranks
+    # the run's history is what the ranks trained, with the losses re-scored across ranks, then the
+    # front fill's vectors, proposed after the last step and scored across ranks too
     history = json.loads((torchrun_run["run"] / "history.json").read_text())
-    assert torch.equal(torch.tensor([e["widths"] for e in history["entries"]], dtype=torch.float64), trained)
+    widths = torch.tensor([e["widths"] for e in history["entries"]], dtype=torch.float64)
+    assert len(widths) == len(trained) + FILL and torch.equal(widths[: len(trained)], trained)
+    assert [e["step"] for e in history["entries"][len(trained):]] == [STEPS] * FILL
     final = torch.tensor(leads[0][STEPS], dtype=torch.float64)
-    assert torch.equal(final[:, :-3], trained)
+    assert torch.equal(final[:, :-3], widths)
     assert [e["loss"] for e in history["entries"]] == final[:, -2].tolist()
+    assert all(math.isfinite(e["loss"]) for e in history["entries"])
 
 
 def test_torchrun_run_directory_is_complete_and_loadable(torchrun_run) -> None:

@@ -74,6 +74,9 @@ def _data_source(data: str | None, loaded: Any) -> str:
               help="Width vectors pareco visits over the run [default: 50]; longer runs take more (the paper ~1,000).")
 @click.option("--pareto-aware/--no-pareto-aware", default=None,
               help="pareco aims its search at the gaps of the current front (the paper's --pas) [default: off].")
+@click.option("--front-fill", type=click.IntRange(min=0),
+              help="Width vectors pareco adds after training where its front has gaps, searched on the trained "
+                   "weights [default: 0].")
 @click.option("--divisor", type=click.IntRange(min=1), help="Channel counts are multiples of this [default: 1].")
 @click.option("--data", help="embedded, fashion-mnist or a directory of Fashion-MNIST IDX files "
                              "[default: the model file's datasets(), else embedded].")
@@ -90,7 +93,7 @@ def _data_source(data: str | None, loaded: Any) -> str:
 @pass_app
 def slim_cmd(app: AppContext, model_spec: str, cost: str | None, method: str | None, epochs: int | None,
              batch_size: int | None, lr: float | None, min_width: float | None, width_vectors: int | None,
-             pareto_aware: bool | None, divisor: int | None,
+             pareto_aware: bool | None, front_fill: int | None, divisor: int | None,
              data: str | None, input_shape: str | None, out_dir: str | None, seed: int | None, device: str | None,
              resume: bool, force: bool, no_progress: bool, as_json: bool) -> None:
     """Train MODEL's shared weights and per-group widths; write the front to the run directory.
@@ -101,7 +104,7 @@ def slim_cmd(app: AppContext, model_spec: str, cost: str | None, method: str | N
     from pareco_fx.optim.distributed import distributed_from_env
 
     with distributed_from_env() as comm:
-        sampler = dict(num_width_vectors=width_vectors, pareto_aware=pareto_aware)
+        sampler = dict(num_width_vectors=width_vectors, pareto_aware=pareto_aware, front_fill=front_fill)
         _slim(app, comm, model_spec, cost, method, epochs, batch_size, lr, min_width, sampler, divisor, data,
               input_shape, out_dir, seed, device, resume, force, no_progress, as_json)
 

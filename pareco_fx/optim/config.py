@@ -64,6 +64,10 @@ class TrainConfig:
             width vector; ``pareco`` also re-scores its history on them after training, to rank
             the front's candidates.
         front_coverage: history layers are peeled until they cover this share of the cost range.
+        front_fill: ``pareco`` only: width vectors a search on the trained weights adds to the
+            re-scored history before the front is built, aimed where the front has gaps
+            (Pareto-aware targets), so every budget has candidates just under it; 0 keeps the
+            paper's front, drawn from the training history alone.
         twostage_evals: width vectors the post-training search of ``twostage`` evaluates.
         slim_eval_points: uniform multipliers, evenly spaced in cost, that make the ``slim`` front
             and the uniform comparison points of every method.
@@ -97,6 +101,7 @@ class TrainConfig:
     search_pool: str = "mixed"
     recal_batches: int = 4
     front_coverage: float = 0.9
+    front_fill: int = 0
     twostage_evals: int = 1000
     slim_eval_points: int = 40
     num_workers: int = 0
@@ -114,8 +119,8 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise UserInputError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.num_sampled < 0 or self.prior_points < 0 or self.num_workers < 0:
-            raise UserInputError("num_sampled, prior_points and num_workers must not be negative")
+        if min(self.num_sampled, self.prior_points, self.num_workers, self.front_fill) < 0:
+            raise UserInputError("num_sampled, prior_points, num_workers and front_fill must not be negative")
         if self.max_train_batches is not None and self.max_train_batches < 1:
             raise UserInputError(f"max_train_batches must be at least 1, got {self.max_train_batches}")
         if not (math.isfinite(self.lr) and self.lr > 0):

@@ -1,7 +1,8 @@
 """The final front: candidates from the history, BN recalibration, selection on validation data.
 
 Candidates are the first non-dominated layers of the history by (training loss, cost)
-until they cover ``front_coverage`` of the cost range, plus the full and smallest networks. Each
+until they cover ``front_coverage`` of the cost range, plus the full and smallest networks (and,
+for ``pareco``, every vector of the front fill: see the trainer). Each
 is BN-recalibrated on training batches and scored on the validation split; the non-dominated ones
 by (validation accuracy, cost) form the front. Test accuracy is reported, never used to select, so
 only the selected candidates are tested.

@@ -50,6 +50,13 @@ class History:
         self.losses = torch.cat([self.losses, torch.full((len(W),), float("nan"), dtype=torch.float64)])
         self.steps = torch.cat([self.steps, torch.full((len(W),), step, dtype=torch.int64)])
 
+    def select(self, mask: Tensor) -> History:
+        """A new history of the entries where the bool ``mask`` ``[N]`` is true."""
+        picked = History(self.widths.shape[1])
+        picked.widths, picked.ratios = self.widths[mask], self.ratios[mask]
+        picked.losses, picked.steps = self.losses[mask], self.steps[mask]
+        return picked
+
     def scored(self) -> Tensor:
         """Bool mask of the entries with a finite loss."""
         return torch.isfinite(self.losses)

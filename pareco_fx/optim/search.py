@@ -29,8 +29,8 @@ from pareco_fx.optim.pareto import non_dominated
 from pareco_fx.optim.space import WidthSpace
 
 __all__ = [
-    "ChebyshevSearch", "LossModel", "SearchResult", "bayesian_search", "draw_targets", "propose_by_search",
-    "single_thread", "target_weights",
+    "ChebyshevSearch", "LossModel", "SearchResult", "bayesian_search", "draw_targets", "extend_search",
+    "propose_by_search", "single_thread", "target_weights",
 ]
 
 TARGET_BINS = 50
@@ -370,11 +370,32 @@ def bayesian_search(
     first = torch.cat([space.full()[None], space.smallest()[None], prior])[:evals]
     history.append(first, space.ratio(first), 0)
     history.losses = score(first).double()
-    while len(history) < evals:
-        count = min(batch, evals - len(history))
-        W = propose_by_search(space, history, config, generator, count)
-        history.append(W, space.ratio(W), len(history))
-        history.losses[-count:] = score(W).double()
+    extend_search(space, history, score, config, generator, evals - len(first), batch, on_batch)
+    return history
+
+
+def extend_search(
+    space: WidthSpace,
+    history: History,
+    score: Callable[[Tensor], Tensor],
+    config: TrainConfig,
+    generator: torch.Generator,
+    count: int,
+    batch: int = 20,
+    on_batch: Callable[[int], None] | None = None,
+    step: int | None = None,
+) -> None:
+    """Propose, score and append ``count`` more width vectors to the scored ``history``, in rounds
+    of ``batch`` lambda searches on a GP refitted to everything scored so far.
+
+    ``step`` is recorded with every new vector (default: its index in the history, the search's
+    evaluation count); ``on_batch`` gets the history's length after each round.
+    """
+    goal = len(history) + max(0, count)
+    while len(history) < goal:
+        size = min(batch, goal - len(history))
+        W = propose_by_search(space, history, config, generator, size)
+        history.append(W, space.ratio(W), len(history) if step is None else step)
+        history.losses[-size:] = score(W).double()
         if on_batch is not None:
             on_batch(len(history))
-    return history

@@ -47,7 +47,7 @@ from pareco_fx.optim.front import (
 from pareco_fx.optim.history import History, HistoryEntry
 from pareco_fx.optim.progress import TrainProgress
 from pareco_fx.optim.samplers import Sampler, make_sampler
-from pareco_fx.optim.search import bayesian_search
+from pareco_fx.optim.search import bayesian_search, extend_search
 from pareco_fx.optim.space import WidthSpace
 
 __all__ = ["NonFiniteLossError", "TrainResult", "learning_rate", "train"]
@@ -57,6 +57,8 @@ CONFIG, HISTORY, FRONT_JSON, FRONT_CSV = "config.json", "history.json", "front.j
 # PareCO's final re-score uses every recalibration batch instead: it ranks the history to pick the
 # front's candidates, and on 2 batches near-tied vectors rank by noise, so better ones go unevaluated.
 SEARCH_BATCHES = 2
+# Vectors per GP fit of PareCO's front fill: later rounds aim at the gaps the earlier ones left.
+FILL_BATCH = 10
 _ORDER, _RECAL = 0, 1  # purposes of derived seeds
 SIGNAL_ECHO_S = 2.0  # under torchrun, a second stop signal this soon after the first is its echo
 
@@ -72,13 +74,14 @@ class TrainResult:
     Attributes:
         front: the selected sub-networks, by increasing cost.
         uniform: uniform-multiplier sub-networks evenly spaced in cost (for comparison plots).
-        history: visited width vectors with their final losses (``pareco``: training history,
-            ``twostage``: the post-training search, ``slim``: empty).
+        history: visited width vectors with their final losses (``pareco``: training history, then
+            the front fill's vectors at step ``epochs * steps per epoch``; ``twostage``: the
+            post-training search; ``slim``: empty).
         config: the configuration used.
         run_dir: where the files were written, or ``None``.
         cost_full: cost of the full network under ``config.cost``.
         seconds: wall time of each phase of this call (``train``; ``re-score``, the history's final
-            scoring, for ``pareco``; ``search`` for ``twostage``; ``front``; ``test``, the selected
+            scoring, and ``fill`` with ``front_fill``, for ``pareco``; ``search`` for ``twostage``; ``front``; ``test``, the selected
             points' test accuracy, where ``slim`` has it within ``front``), as rank 0 saw it; a
             resumed run's ``train`` counts only the steps this call took.
     """
@@ -488,7 +491,18 @@ def _build_front(
         bars.start("re-score", 1)
         history.losses = score(history.widths).double()
         bars.advance_one()
+        if config.front_fill:
+            fill(history, score)
         return _pack(history)
+
+    def fill(history: History, score: Callable[[Tensor], Tensor]) -> None:
+        # Scored on the re-score's batches, so the peeling compares like with like; targets go
+        # where the front has gaps whatever the training's targets were: filling them is the point.
+        start = len(history)
+        bars.start("fill", config.front_fill)
+        extend_search(space, history, score, config.replace(pareto_aware=True), trainer.sampler.generator,
+                      config.front_fill, batch=FILL_BATCH, step=trainer.total_steps,
+                      on_batch=lambda length: bars.update(length - start))
 
     if config.method == "slim":
         history = History(space.num_groups)
@@ -500,8 +514,7 @@ def _build_front(
         return smoothed_ce(logits, labels, config.label_smoothing)
 
     uniform_W = distinct_widths(slim, uniform_widths(space, config.slim_eval_points))
-    candidates = None if config.method == "slim" else distinct_widths(
-        slim, front_candidates(history, space, config.front_coverage))
+    candidates = None if config.method == "slim" else distinct_widths(slim, _candidates(history, trainer))
     bars.start("front", len(uniform_W) + (0 if candidates is None else len(candidates)))
     uniform = tuple(evaluate_widths(slim, uniform_W, space, recal, val, test, loss_fn, bars.advance_one, comm))
     if candidates is None:
@@ -511,6 +524,15 @@ def _build_front(
     if test is not None:
         bars.start("test", len(selected))
     return history, add_test_accuracy(slim, selected, recal, test, bars.advance_one, comm), uniform
+
+
+def _candidates(history: History, trainer: _Trainer) -> Tensor:
+    """The front's candidates: peeled layers of the searched history, plus every vector of
+    PareCO's front fill (proposed after the last step), so the fill only ever adds candidates."""
+    config = trainer.config
+    fill = history.steps >= trainer.total_steps if config.method == "pareco" else history.steps < 0
+    peeled = front_candidates(history.select(~fill), trainer.space, config.front_coverage)
+    return torch.cat([peeled, history.widths[fill]])
 
 
 def _pack(history: History) -> Tensor:

@@ -239,3 +239,26 @@ def test_after_training_vectors_are_scored_on(method, batches, monkeypatch) -> N
     after = [n for step, n in calls if step == steps]
     assert after and set(after) == {batches}
     assert all(n == 1 for step, n in calls if step < steps)  # the periodic re-scores: the training batch
+
+
+def test_front_fill_adds_scored_vectors_and_only_improves_the_front() -> None:
+    # The fill searches the trained weights: training is untouched, the history gains front_fill
+    # vectors proposed after the last step, and the front can only gain (its candidates are a superset).
+    train_set, val_set, _ = tiny_data()
+    config = TINY_CONFIG.replace(epochs=1, num_width_vectors=6, prior_points=3)
+    plain = train(tiny_slim(), train_set, val_set, None, config, progress=False)
+    slim = tiny_slim()
+    filled = train(slim, train_set, val_set, None, config.replace(front_fill=5), progress=False)
+    assert list(filled.seconds) == ["train", "re-score", "fill", "front"]
+    assert filled.history[: len(plain.history)] == plain.history
+    extra = filled.history[len(plain.history):]
+    last_step = max(entry.step for entry in plain.history)
+    assert len(extra) == 5 and all(e.loss is not None and e.step > last_step and 0 < e.cost_ratio <= 1
+                                   for e in extra)
+    for point in plain.front:
+        assert any(p.val_acc >= point.val_acc and p.cost_ratio <= point.cost_ratio for p in filled.front), point
+
+
+def test_front_fill_must_not_be_negative() -> None:
+    with pytest.raises(UserInputError, match="front_fill"):
+        TrainConfig(front_fill=-1)
