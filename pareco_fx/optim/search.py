@@ -374,17 +374,9 @@ def bayesian_search(
     return history
 
 
-def extend_search(
-    space: WidthSpace,
-    history: History,
-    score: Callable[[Tensor], Tensor],
-    config: TrainConfig,
-    generator: torch.Generator,
-    count: int,
-    batch: int = 20,
-    on_batch: Callable[[int], None] | None = None,
-    step: int | None = None,
-) -> None:
+def extend_search(space: WidthSpace, history: History, score: Callable[[Tensor], Tensor], config: TrainConfig,
+                  generator: torch.Generator, count: int, batch: int = 20,
+                  on_batch: Callable[[int], None] | None = None, step: int | None = None) -> None:
     """Propose, score and append ``count`` more width vectors to the scored ``history``, in rounds
     of ``batch`` lambda searches on a GP refitted to everything scored so far.
 
