@@ -143,7 +143,7 @@ def run_cell(args: argparse.Namespace, model_name: str, cost: str, method: str, 
         weight_decay=5e-4, warmup_epochs=min(1.0, args.epochs / 5), schedule="linear", num_sampled=2,
         seed=seed, num_width_vectors=args.width_vectors, recal_batches=args.recal_batches,
         slim_eval_points=args.eval_points, twostage_evals=args.twostage_evals, search_pool=args.search_pool,
-        pareto_aware=args.pareto_aware, front_fill=args.front_fill,
+        pareto_aware=args.pareto_aware, front_fill=args.front_fill if method == "pareco" else 0,
     )
     train_set, val_set, test_set = data
     load_before = os.getloadavg()[0]

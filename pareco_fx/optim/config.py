@@ -121,6 +121,9 @@ class TrainConfig:
                 raise UserInputError(f"{name} must be at least 1, got {getattr(self, name)}")
         if min(self.num_sampled, self.prior_points, self.num_workers, self.front_fill) < 0:
             raise UserInputError("num_sampled, prior_points, num_workers and front_fill must not be negative")
+        if self.front_fill and self.method != "pareco":
+            raise UserInputError(f"front_fill applies to pareco only (its front comes from the training history); "
+                                 f"drop it for {self.method}")
         if self.max_train_batches is not None and self.max_train_batches < 1:
             raise UserInputError(f"max_train_batches must be at least 1, got {self.max_train_batches}")
         if not (math.isfinite(self.lr) and self.lr > 0):

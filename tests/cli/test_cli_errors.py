@@ -97,6 +97,14 @@ def test_slim_bad_options(tmp_path: Path, run_cli, model_file, option: str, valu
     assert not (tmp_path / "run").exists()
 
 
+def test_slim_front_fill_for_a_baseline(tmp_path: Path, run_cli, model_file) -> None:
+    path = model_file(TINY_CNN)
+    before = state(tmp_path)
+    result = run_cli("slim", str(path), "--method", "slim", "--front-fill", "5", "--out", str(tmp_path / "run"))
+    assert_one_line_error(result, "front_fill applies to pareco only")
+    assert state(tmp_path) == before
+
+
 def test_slim_data_dir_with_wrong_files(tmp_path: Path, run_cli, model_file) -> None:
     data = tmp_path / "data"
     data.mkdir()

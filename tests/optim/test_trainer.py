@@ -259,6 +259,8 @@ def test_front_fill_adds_scored_vectors_and_only_improves_the_front() -> None:
         assert any(p.val_acc >= point.val_acc and p.cost_ratio <= point.cost_ratio for p in filled.front), point
 
 
-def test_front_fill_must_not_be_negative() -> None:
+def test_front_fill_is_a_non_negative_pareco_option() -> None:
     with pytest.raises(UserInputError, match="front_fill"):
         TrainConfig(front_fill=-1)
+    with pytest.raises(UserInputError, match="front_fill applies to pareco only"):
+        TrainConfig(method="slim", front_fill=5)
