@@ -81,9 +81,9 @@ class TrainResult:
         run_dir: where the files were written, or ``None``.
         cost_full: cost of the full network under ``config.cost``.
         seconds: wall time of each phase of this call (``train``; ``re-score``, the history's final
-            scoring, and ``fill`` with ``front_fill``, for ``pareco``; ``search`` for ``twostage``; ``front``; ``test``, the selected
-            points' test accuracy, where ``slim`` has it within ``front``), as rank 0 saw it; a
-            resumed run's ``train`` counts only the steps this call took.
+            scoring, and ``fill`` with ``front_fill``, for ``pareco``; ``search`` for ``twostage``;
+            ``front``; ``test``, the selected points' test accuracy, where ``slim`` has it within
+            ``front``), as rank 0 saw it; a resumed run's ``train`` counts only the steps this call took.
     """
 
     front: tuple[FrontPoint, ...]
@@ -530,7 +530,9 @@ def _candidates(history: History, trainer: _Trainer) -> Tensor:
     """The front's candidates: peeled layers of the searched history, plus every vector of
     PareCO's front fill (proposed after the last step), so the fill only ever adds candidates."""
     config = trainer.config
-    fill = history.steps >= trainer.total_steps if config.method == "pareco" else history.steps < 0
+    fill = history.steps >= trainer.total_steps
+    if config.method != "pareco":  # twostage's steps count its search's evaluations
+        fill = torch.zeros_like(fill)
     peeled = front_candidates(history.select(~fill), trainer.space, config.front_coverage)
     return torch.cat([peeled, history.widths[fill]])
 
