@@ -1,6 +1,6 @@
 """Aggregate ``benchmarks/results/quality.json`` and render its README tables and plots.
 
-usage (from the checkout): .venv/bin/python benchmarks/quality_report.py [--json PATH] [--readme README.md]
+usage (from the checkout): .venv/bin/python benchmarks/quality_report.py [--json PATH] [--doc FILE.md]
        [--section NAME [--variant PATH]]
 
 Per (model, cost, method, epochs, train size) the runs of all seeds are summarised: at each
@@ -15,17 +15,22 @@ at the same cost. The README section between the ``quality:begin`` and
 file of ``pareco`` runs of another configuration (say ``--search-pool box``) and tabulates them in
 place of the main file's ``pareco`` runs, against the same baselines, for the settings the variant
 covers, between the ``quality-NAME:begin`` and ``quality-NAME:end`` markers; ``--section`` alone
-tabulates the runs of ``--json`` there (a separate sweep, say a longer one).
+tabulates the runs of ``--json`` there (a separate sweep, say a longer one). A section lives in
+the README or in ``benchmarks/QUALITY.md`` (the runs beyond the matrix); the file holding its
+markers is found, ``--doc`` names another.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pareco_fx.report import atomic_write
 
 __all__ = [
     "BUDGETS",
@@ -35,7 +40,9 @@ __all__ = [
     "allocation_check",
     "best_under_budget",
     "compare",
+    "find_doc",
     "hypervolume",
+    "image_link",
     "render_tables",
     "summarise",
     "update_readme",
@@ -48,6 +55,7 @@ BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
 _EPS = 1e-9  # cost ratios are floats; a point exactly at the budget counts as within it
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
+DOCS = (ROOT / "README.md", ROOT / "benchmarks" / "QUALITY.md")
 
 
 @dataclass(frozen=True)
@@ -294,7 +302,7 @@ def plot_fronts(runs: Sequence[Mapping[str, Any]], path: Path) -> None:
         ax.set_ylabel("test accuracy (%)")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
 
 
@@ -331,7 +339,7 @@ def plot_widths(runs: Sequence[Mapping[str, Any]], path: Path) -> None:
                            label=f"uniform ({uniform['cost_ratio']:.2f})")
             ax.legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
 
 
@@ -368,27 +376,49 @@ def update_readme(readme: str, body: str, section: str | None = None) -> str:
     return readme[: start + len(begin)] + "\n" + body + readme[end:]
 
 
+def image_link(png: Path, doc: Path) -> str:
+    """The link to ``png`` from ``doc``: Markdown resolves it against the document's own folder."""
+    return Path(os.path.relpath(png.resolve(), doc.resolve().parent)).as_posix()
+
+
+def find_doc(section: str | None, docs: Sequence[Path] = DOCS) -> Path:
+    """The first of ``docs`` that holds the begin marker of ``section``.
+
+    Raises:
+        ValueError: no document has it (add the markers where the section's tables belong).
+    """
+    begin, end_marker = markers(section)
+    for doc in docs:
+        if doc.exists() and begin in doc.read_text():
+            return doc
+    raise ValueError(f"none of {', '.join(str(d) for d in docs)} has the marker {begin}; add {begin} ... "
+                     f"{end_marker} where the tables belong, or name the file with --doc")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=Path, default=RESULTS / "quality.json")
-    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument("--doc", type=Path, help="Markdown file holding the section's markers; default: "
+                        "README.md or benchmarks/QUALITY.md, whichever has them")
     parser.add_argument("--variant", type=Path, help="pareco runs of another configuration")
     parser.add_argument("--section", help="README section to regenerate (its marker name); default: the main "
                         "tables. With --json alone, a section of that file's own runs")
     args = parser.parse_args(argv)
     if args.variant is not None and args.section is None:
         parser.error("--variant needs --section (the README section its tables go to)")
+    doc = args.doc if args.doc is not None else find_doc(args.section)
     runs = json.loads(args.json.read_text())["runs"]
     stem = "quality" if args.section is None else f"quality_{args.section}"
     if args.variant is not None:
         runs = with_variant(runs, json.loads(args.variant.read_text())["runs"])
-    plot_fronts(runs, RESULTS / f"{stem}_fronts.png")
-    plot_widths(runs, RESULTS / f"{stem}_widths.png")
-    body = render_tables(aggregate(runs)) + (
-        f"\n![fronts](benchmarks/results/{stem}_fronts.png)\n\n"
-        f"![widths PareCO chose against uniform](benchmarks/results/{stem}_widths.png)\n")
-    args.readme.write_text(update_readme(args.readme.read_text(), body, args.section))
-    print(f"README {stem} tables regenerated from {len(runs)} runs")
+    fronts, widths = RESULTS / f"{stem}_fronts.png", RESULTS / f"{stem}_widths.png"
+    plot_fronts(runs, fronts)
+    plot_widths(runs, widths)
+    body = render_tables(aggregate(runs)) + (f"\n![fronts]({image_link(fronts, doc)})\n\n"
+                                             f"![widths PareCO chose against uniform]({image_link(widths, doc)})\n")
+    text = update_readme(doc.read_text(), body, args.section)
+    atomic_write(doc, lambda tmp: tmp.write_text(text))
+    print(f"{doc.name}: {stem} tables regenerated from {len(runs)} runs")
 
 
 if __name__ == "__main__":

@@ -261,3 +261,21 @@ def test_under_torchrun_jobs_is_refused_with_the_reason() -> None:
                              "--jobs", "2")
     assert proc.returncode != 0
     assert "leave --jobs at 1" in proc.stderr
+
+
+def test_a_section_is_found_in_whichever_document_holds_its_markers(tmp_path: Path) -> None:
+    readme, detail = tmp_path / "README.md", tmp_path / "benchmarks" / "QUALITY.md"
+    detail.parent.mkdir()
+    begin, end = qr.markers("fill")
+    readme.write_text(f"{qr.BEGIN}\n{qr.END}\n")
+    detail.write_text(f"{begin}\n{end}\n")
+    assert qr.find_doc(None, (readme, detail)) == readme
+    assert qr.find_doc("fill", (readme, detail)) == detail
+    with pytest.raises(ValueError, match="quality-long:begin.*--doc"):
+        qr.find_doc("long", (readme, detail))
+
+
+def test_image_links_are_relative_to_the_document() -> None:
+    png = qr.RESULTS / "quality_fill_fronts.png"
+    assert qr.image_link(png, qr.ROOT / "README.md") == "benchmarks/results/quality_fill_fronts.png"
+    assert qr.image_link(png, qr.ROOT / "benchmarks" / "QUALITY.md") == "results/quality_fill_fronts.png"
