@@ -1,10 +1,10 @@
 """How good are a PareCO run's weights away from the width vectors it trained?
 
 usage (from the checkout): .venv/bin/python benchmarks/off_front.py RUN_DIR [--budgets 0.25,0.22]
-       [--band 0.20,0.25] [--samples 400] [--min-width 0.15] [--width-mult 1.0] [--out FILE]
+       [--band 0.20,0.25] [--samples 400] [--width-mult 1.0] [--out FILE]
 
 RUN_DIR is a cell kept by ``quality.py --keep-runs`` (``MODEL-COST-METHOD-seedS``; pass the run's
-``--min-width`` and ``--width-mult``). Three probes on its final weights; every sub-network is
+``--width-mult``; its ``min_width`` comes from the run's ``front.json``). Three probes on its final weights; every sub-network is
 BatchNorm-recalibrated on 8 training batches and scored on the whole validation split:
 
 1. ``groups``: each slimmable group alone at full width, the others at the minimum — which groups
@@ -44,18 +44,21 @@ RECAL_BATCHES, BATCH = 8, 128
 class Probe:
     """A kept run's final weights with the data to score sub-networks on."""
 
-    def __init__(self, run_dir: Path, min_width: float, width_mult: float, data: str) -> None:
+    def __init__(self, run_dir: Path, width_mult: float, data: str) -> None:
         model_name, cost = run_dir.name.split("-")[:2]
+        front = json.loads((run_dir / "front.json").read_text())
         model, inputs = build_model(model_name, width_mult)
-        self.slim = pareco_fx.make_slimmable(model, inputs, min_width=min_width)
-        state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
-        self.slim.load_state_dict(state["model"])
+        self.slim = pareco_fx.make_slimmable(model, inputs, min_width=front["min_width"])
+        self.slim.load_state_dict(torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"])
         self.space = WidthSpace.from_slim(self.slim, cost)
+        if abs(self.space.cost_full - front["cost_full"]) > 1e-6 * front["cost_full"]:
+            raise SystemExit(f"{run_dir} was trained with another --width-mult (full {cost} {front['cost_full']:g}, "
+                             f"here {self.space.cost_full:g}); pass the run's --width-mult")
         train, val, _ = load_data(data, None, None, None)
         shuffled = DataLoader(train, batch_size=BATCH, shuffle=True, generator=torch.Generator().manual_seed(0))
         self.recal = [batch for _, batch in zip(range(RECAL_BATCHES), shuffled)]
         self.val = list(DataLoader(val, batch_size=500))
-        self.front = json.loads((run_dir / "front.json").read_text())["points"]
+        self.front = front["points"]
         self.smoothing = float(json.loads((run_dir / "config.json").read_text())["label_smoothing"])
 
     def ratio(self, W: Tensor) -> Tensor:
@@ -129,14 +132,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--budgets", default="0.25,0.22", help="comma-separated cost ratios")
     parser.add_argument("--band", default="0.20,0.25", help="lowest,highest cost ratio of the random vectors")
     parser.add_argument("--samples", type=int, default=400, help="random vectors in the band, scored by loss")
-    parser.add_argument("--min-width", type=float, default=0.15)
     parser.add_argument("--width-mult", type=float, default=1.0)
     parser.add_argument("--data", default="fashion-mnist", help="as quality.py's --data")
     parser.add_argument("--out", type=Path, help="write the JSON report here too")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     band = tuple(float(b) for b in args.band.split(","))
-    probe = Probe(args.run_dir, args.min_width, args.width_mult, args.data)
+    probe = Probe(args.run_dir, args.width_mult, args.data)
     smallest = probe.row(probe.space.smallest())
     report = {"run_dir": str(args.run_dir), "smallest": smallest, "groups": probe_groups(probe),
               "shrink": probe_shrink(probe, [float(b) for b in args.budgets.split(",")]),

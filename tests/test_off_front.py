@@ -50,7 +50,7 @@ def test_the_probes_respect_their_budgets_and_band(kept_run: Path, tmp_path: Pat
 def test_shrinking_stops_on_the_budget_along_the_segment(kept_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(_BENCH))
     off_front = importlib.import_module("off_front")
-    probe = off_front.Probe(kept_run, 0.15, 1.0, "embedded")
+    probe = off_front.Probe(kept_run, 1.0, "embedded")
     small, full = probe.space.smallest(), probe.space.full()
     for budget in (0.3, 0.6, 0.9):
         shrunk = off_front.shrink_to(probe, full, budget)
@@ -58,3 +58,10 @@ def test_shrinking_stops_on_the_budget_along_the_segment(kept_run: Path, monkeyp
         assert torch.allclose(shrunk, small + t * (full - small))
         assert float(probe.ratio(shrunk[None])[0]) <= budget
         assert float(probe.ratio((small + (t + 1e-3) * (full - small))[None])[0]) > budget
+
+
+def test_a_run_of_another_width_multiplier_is_refused(kept_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(_BENCH))
+    off_front = importlib.import_module("off_front")
+    with pytest.raises(SystemExit, match="--width-mult"):
+        off_front.Probe(kept_run, 2.0, "embedded")
