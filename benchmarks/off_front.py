@@ -49,11 +49,11 @@ class Probe:
         front = json.loads((run_dir / "front.json").read_text())
         model, inputs = build_model(model_name, width_mult)
         self.slim = pareco_fx.make_slimmable(model, inputs, min_width=front["min_width"])
-        self.slim.load_state_dict(torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"])
         self.space = WidthSpace.from_slim(self.slim, cost)
         if abs(self.space.cost_full - front["cost_full"]) > 1e-6 * front["cost_full"]:
             raise SystemExit(f"{run_dir} was trained with another --width-mult (full {cost} {front['cost_full']:g}, "
                              f"here {self.space.cost_full:g}); pass the run's --width-mult")
+        self.slim.load_state_dict(torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"])
         train, val, _ = load_data(data, None, None, None)
         shuffled = DataLoader(train, batch_size=BATCH, shuffle=True, generator=torch.Generator().manual_seed(0))
         self.recal = [batch for _, batch in zip(range(RECAL_BATCHES), shuffled)]
