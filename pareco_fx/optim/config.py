@@ -66,8 +66,10 @@ class TrainConfig:
         front_coverage: history layers are peeled until they cover this share of the cost range.
         front_fill: ``pareco`` only: width vectors a search on the trained weights adds to the
             re-scored history before the front is built, aimed where the front has gaps
-            (Pareto-aware targets), so every budget has candidates just under it; 0 keeps the
-            paper's front, drawn from the training history alone.
+            (Pareto-aware targets), so a budget between visited vectors has candidates just
+            under it (not below the cheapest trained vector: the weights are good only near
+            the widths they were trained at); 0 keeps the paper's front, drawn from the
+            training history alone.
         twostage_evals: width vectors the post-training search of ``twostage`` evaluates.
         slim_eval_points: uniform multipliers, evenly spaced in cost, that make the ``slim`` front
             and the uniform comparison points of every method.
