@@ -401,12 +401,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--doc", type=Path, help="Markdown file holding the section's markers; default: "
                         "README.md or benchmarks/QUALITY.md, whichever has them")
     parser.add_argument("--variant", type=Path, help="pareco runs of another configuration")
-    parser.add_argument("--section", help="README section to regenerate (its marker name); default: the main "
+    parser.add_argument("--section", help="section to regenerate (its marker name); default: the main "
                         "tables. With --json alone, a section of that file's own runs")
     args = parser.parse_args(argv)
     if args.variant is not None and args.section is None:
-        parser.error("--variant needs --section (the README section its tables go to)")
-    doc = args.doc if args.doc is not None else find_doc(args.section)
+        parser.error("--variant needs --section (the section its tables go to)")
+    try:
+        doc = args.doc if args.doc is not None else find_doc(args.section)
+        text = doc.read_text()
+        update_readme(text, "", args.section)  # the markers are there, before any plotting
+    except (OSError, ValueError) as exc:
+        parser.error(str(exc))
     runs = json.loads(args.json.read_text())["runs"]
     stem = "quality" if args.section is None else f"quality_{args.section}"
     if args.variant is not None:
@@ -416,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     plot_widths(runs, widths)
     body = render_tables(aggregate(runs)) + (f"\n![fronts]({image_link(fronts, doc)})\n\n"
                                              f"![widths PareCO chose against uniform]({image_link(widths, doc)})\n")
-    text = update_readme(doc.read_text(), body, args.section)
+    text = update_readme(text, body, args.section)
     atomic_write(doc, lambda tmp: tmp.write_text(text))
     print(f"{doc.name}: {stem} tables regenerated from {len(runs)} runs")
 

@@ -279,3 +279,11 @@ def test_image_links_are_relative_to_the_document() -> None:
     png = qr.RESULTS / "quality_fill_fronts.png"
     assert qr.image_link(png, qr.ROOT / "README.md") == "benchmarks/results/quality_fill_fronts.png"
     assert qr.image_link(png, qr.ROOT / "benchmarks" / "QUALITY.md") == "results/quality_fill_fronts.png"
+
+
+def test_a_section_without_markers_is_a_usage_error_before_any_plot(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        qr.main(["--section", "nosuch"])
+    assert exit_info.value.code == 2
+    assert "quality-nosuch:begin" in capsys.readouterr().err
+    assert not (qr.RESULTS / "quality_nosuch_fronts.png").exists()
