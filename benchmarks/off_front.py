@@ -4,8 +4,9 @@ usage (from the checkout): .venv/bin/python benchmarks/off_front.py RUN_DIR [--b
        [--band 0.20,0.25] [--samples 400] [--width-mult 1.0] [--out FILE]
 
 RUN_DIR is a cell kept by ``quality.py --keep-runs`` (``MODEL-COST-METHOD-seedS``; pass the run's
-``--width-mult``; its ``min_width`` comes from the run's ``front.json``). Three probes on its final weights; every sub-network is
-BatchNorm-recalibrated on 8 training batches and scored on the whole validation split:
+``--width-mult``; its ``min_width`` comes from the run's ``front.json``). Three probes on its final
+weights; every sub-network is scored as the front's candidates are (``evaluate_widths``: BatchNorm
+recalibrated on 8 training batches, then the whole validation split):
 
 1. ``groups``: each slimmable group alone at full width, the others at the minimum — which groups
    set the cost.
@@ -31,8 +32,8 @@ from torch.utils.data import DataLoader
 
 import pareco_fx
 from pareco_fx.optim import WidthSpace
-from pareco_fx.optim.bn import recalibrate_bn
-from pareco_fx.optim.evaluate import accuracy, score_widths, set_widths
+from pareco_fx.optim.evaluate import score_widths, smoothed_ce
+from pareco_fx.optim.front import evaluate_widths
 from pareco_fx.optim.search import random_boxes
 from pareco_fx.report import atomic_write
 from quality import build_model, load_data
@@ -64,15 +65,12 @@ class Probe:
     def ratio(self, W: Tensor) -> Tensor:
         return self.space.ratio(W.double())
 
-    def val_acc(self, widths: Tensor) -> float:
-        set_widths(self.slim, widths)
-        recalibrate_bn(self.slim, self.recal)
-        self.slim.eval()
-        return accuracy(self.slim, self.val)
-
     def row(self, widths: Tensor, **extra: Any) -> dict[str, Any]:
-        return {**extra, "cost_ratio": round(float(self.ratio(widths[None])[0]), 4),
-                "val_acc": round(self.val_acc(widths), 4), "widths": [round(float(w), 3) for w in widths]}
+        """``extra`` with the cost ratio and validation accuracy of ``widths`` ``[G]``."""
+        (point,) = evaluate_widths(self.slim, widths[None].double(), self.space, self.recal, self.val, None,
+                                   lambda logits, y: smoothed_ce(logits, y, self.smoothing))
+        return {**extra, "cost_ratio": round(point.cost_ratio, 4), "val_acc": round(point.val_acc, 4),
+                "widths": [round(float(w), 3) for w in widths]}
 
 
 def probe_groups(probe: Probe) -> list[dict[str, Any]]:
