@@ -141,7 +141,8 @@ def run_cell(args: argparse.Namespace, model_name: str, cost: str, method: str, 
     config = TrainConfig(
         method=method, cost=cost, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=5e-4, warmup_epochs=min(1.0, args.epochs / 5), schedule="linear", num_sampled=2,
-        seed=seed, num_width_vectors=args.width_vectors, recal_batches=args.recal_batches,
+        seed=seed, num_width_vectors=args.width_vectors, rescore_every=args.rescore_every,
+        recal_batches=args.recal_batches,
         slim_eval_points=args.eval_points, twostage_evals=args.twostage_evals, search_pool=args.search_pool,
         pareto_aware=args.pareto_aware, front_fill=args.front_fill if method == "pareco" else 0,
     )
@@ -246,6 +247,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--recal-batches", type=int, default=8)
     parser.add_argument("--eval-points", type=int, default=30, help="uniform multipliers evaluated")
     parser.add_argument("--twostage-evals", type=int, default=500)
+    parser.add_argument("--rescore-every", type=int, default=1,
+                        help="pareco re-scores its history every K-th period only (TrainConfig.rescore_every)")
     parser.add_argument("--pareto-aware", action="store_true",
                         help="pareco draws target costs where the front has gaps (the paper's --pas)")
     parser.add_argument("--front-fill", type=int, default=0,

@@ -72,6 +72,9 @@ def _data_source(data: str | None, loaded: Any) -> str:
               help="Smallest width of a channel group [default: 0.42].")
 @click.option("--width-vectors", type=click.IntRange(min=1),
               help="Width vectors pareco visits over the run [default: 50]; longer runs take more (the paper ~1,000).")
+@click.option("--rescore-every", type=click.IntRange(min=1),
+              help="pareco re-scores its history every K-th re-sampling only, K times less of its overhead "
+                   "[default: 1, the paper's].")
 @click.option("--pareto-aware/--no-pareto-aware", default=None,
               help="pareco aims its search at the gaps of the current front (the paper's --pas) [default: off].")
 @click.option("--front-fill", type=click.IntRange(min=0),
@@ -93,7 +96,7 @@ def _data_source(data: str | None, loaded: Any) -> str:
 @pass_app
 def slim_cmd(app: AppContext, model_spec: str, cost: str | None, method: str | None, epochs: int | None,
              batch_size: int | None, lr: float | None, min_width: float | None, width_vectors: int | None,
-             pareto_aware: bool | None, front_fill: int | None, divisor: int | None,
+             rescore_every: int | None, pareto_aware: bool | None, front_fill: int | None, divisor: int | None,
              data: str | None, input_shape: str | None, out_dir: str | None, seed: int | None, device: str | None,
              resume: bool, force: bool, no_progress: bool, as_json: bool) -> None:
     """Train MODEL's shared weights and per-group widths; write the front to the run directory.
@@ -104,7 +107,8 @@ def slim_cmd(app: AppContext, model_spec: str, cost: str | None, method: str | N
     from pareco_fx.optim.distributed import distributed_from_env
 
     with distributed_from_env() as comm:
-        sampler = dict(num_width_vectors=width_vectors, pareto_aware=pareto_aware, front_fill=front_fill)
+        sampler = dict(num_width_vectors=width_vectors, rescore_every=rescore_every, pareto_aware=pareto_aware,
+                       front_fill=front_fill)
         _slim(app, comm, model_spec, cost, method, epochs, batch_size, lr, min_width, sampler, divisor, data,
               input_shape, out_dir, seed, device, resume, force, no_progress, as_json)
 

@@ -41,6 +41,10 @@ class TrainConfig:
             re-sampling period n = steps * num_sampled / num_width_vectors. Every period re-scores
             the whole history, so the overhead grows with its square over the steps: the paper's
             ~1000 suits long runs (hundreds of thousands of steps); 50 suits the demo's 420.
+        rescore_every: re-score the history every this many periods only (1, the paper's: every
+            period); the vectors proposed in between are searched on the last re-score's losses.
+            In a short run with many width vectors the re-scoring is nearly all of PareCO's
+            overhead (the search takes a few percent), and k cuts it k-fold.
         prior_points: the first width vectors are uniform multipliers, then the full network.
         ucb_beta: UCB of the loss is mu + sqrt(beta) * sigma.
         rho: weight of the linear term of the augmented Chebyshev scalarisation.
@@ -91,6 +95,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     seed: int = 0
     num_width_vectors: int = 50
+    rescore_every: int = 1
     prior_points: int = 20
     ucb_beta: float = 0.1
     rho: float = 1e-6
@@ -116,7 +121,7 @@ class TrainConfig:
             raise UserInputError(f"unknown search_pool {self.search_pool!r}; choose one of {', '.join(SEARCH_POOLS)}")
         if self.schedule not in SCHEDULES:
             raise UserInputError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-        positive = ("epochs", "batch_size", "num_width_vectors", "recal_batches", "slim_eval_points",
+        positive = ("epochs", "batch_size", "num_width_vectors", "rescore_every", "recal_batches", "slim_eval_points",
                     "lambda_halvings", "gp_max_points", "search_candidates", "twostage_evals")
         for name in positive:
             if getattr(self, name) < 1:

@@ -66,7 +66,8 @@ class TwoStageSampler(Sampler):
 
 
 class ParecoSampler(Sampler):
-    """PareCO: every ``period`` steps, re-score the history, then search M new vectors.
+    """PareCO: every ``period`` steps, re-score the history (every ``rescore_every``-th period
+    only, if set), then search M new vectors.
 
     The first ``prior_points`` vectors are uniform multipliers, the next one the full network,
     the rest come from the GP-guided lambda search (:func:`~pareco_fx.optim.search.propose_by_search`).
@@ -85,13 +86,17 @@ class ParecoSampler(Sampler):
 
     def propose(self, step: int, score: ScoreFn) -> Tensor:
         if step % self.period == 0 or len(self.current) != self.config.num_sampled:
-            start = self._rescore_start()
-            if start < len(self.history):
-                losses = self.history.losses.clone()
-                losses[start:] = score(self.history.widths[start:]).double()
-                self.history.losses = losses
+            if (step // self.period) % self.config.rescore_every == 0:
+                self._rescore(score)
             self.current = self._sample(step)
         return self.current
+
+    def _rescore(self, score: ScoreFn) -> None:
+        start = self._rescore_start()
+        if start < len(self.history):
+            losses = self.history.losses.clone()
+            losses[start:] = score(self.history.widths[start:]).double()
+            self.history.losses = losses
 
     def _rescore_start(self) -> int:
         """First history entry whose loss the next search reads.

@@ -76,7 +76,7 @@ def trained(tmp_path_factory) -> dict[str, Path]:
     runs = {"model": model, "root": root}
     for method in ("pareco", "slim"):
         out = root / f"run-{method}"
-        sampler = ("--width-vectors", "7", "--pareto-aware") if method == "pareco" else ()
+        sampler = ("--width-vectors", "7", "--pareto-aware", "--rescore-every", "2") if method == "pareco" else ()
         result = invoke("slim", str(model), "--method", method, "--cost", "flops", "--out", str(out), "--json",
                         "--device", "cpu", *SLIM_ARGS, *sampler)
         assert result.exit_code == 0, result.stderr
@@ -98,6 +98,7 @@ def test_slim_writes_the_run_directory(trained) -> None:
         "divisor": 1}
     config = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
     assert (config.method, config.cost, config.epochs, config.batch_size) == ("pareco", "flops", 1, 64)
+    assert (config.num_width_vectors, config.pareto_aware, config.rescore_every) == (7, True, 2)
     assert (config.num_width_vectors, config.pareto_aware) == (7, True)
     assert json.loads((trained["slim"] / "config.json").read_text())["method"] == "slim"
     for png in ("front.png", "widths.png"):
@@ -131,6 +132,7 @@ def test_existing_run_is_not_overwritten(trained) -> None:
     (("--min-width", "0.5"), "min_width=0.5 (run has 0.42)"),
     (("--width-vectors", "9"), "num_width_vectors=9 (run has 7)"),
     (("--no-pareto-aware",), "pareto_aware=False (run has True)"),
+    (("--rescore-every", "3"), "rescore_every=3 (run has 2)"),
 ])
 def test_resume_with_other_options_is_refused(trained, args, message) -> None:
     before = state(trained["pareco"])

@@ -65,6 +65,27 @@ def test_pareco_sampler_keeps_widths_for_a_period() -> None:
     assert torch.all(W[4] == 1.0)  # then the full network
 
 
+def test_pareco_sampler_rescores_every_kth_period_only() -> None:
+    space = _space()
+    config = TrainConfig(num_width_vectors=12, prior_points=4, search_candidates=128, rescore_every=2)
+    sampler = make_sampler(space, config, total_steps=30)  # period 5: proposals at 0, 5, ..., 25
+    calls = []
+
+    def score(W: torch.Tensor) -> torch.Tensor:
+        calls.append(len(W))
+        return _loss(W)
+
+    losses = {}
+    for step in range(30):
+        sampler.propose(step, score)
+        losses[step] = sampler.history.losses.clone()
+    assert calls == [4, 8]  # at steps 10 and 20 (step 0's history is empty)
+    assert len(sampler.history) == 12
+    # a period without re-score searches on the last losses; its vectors wait for the next re-score
+    assert torch.equal(losses[15][:4], losses[10][:4]) and losses[15][4:].isnan().all()
+    assert sampler.history.scored().tolist() == [True] * 8 + [False] * 4
+
+
 def _round_trip(state: dict) -> dict:
     buffer = io.BytesIO()
     torch.save(state, buffer)

@@ -115,6 +115,8 @@ def test_bad_options_are_user_errors() -> None:
         TrainConfig(method="fast")
     with pytest.raises(UserInputError, match="epochs must be at least 1"):
         TrainConfig(epochs=0)
+    with pytest.raises(UserInputError, match="rescore_every must be at least 1"):
+        TrainConfig(rescore_every=0)
     with pytest.raises(UserInputError, match="unknown training options bogus"):
         TrainConfig.from_dict({"bogus": 1})
     assert TrainConfig.from_dict(TINY_CONFIG.to_dict()) == TINY_CONFIG
