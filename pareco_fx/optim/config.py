@@ -39,9 +39,10 @@ class TrainConfig:
         seed: seeds weights-independent randomness: data order, sampling, search.
         num_width_vectors: about how many width vectors ``pareco`` visits over the run; sets the
             re-sampling period n = steps * num_sampled / num_width_vectors. Every period re-scores
-            the whole history, so the overhead grows with its square over the steps: the paper's
-            ~1000 suits long runs (hundreds of thousands of steps); 50 suits the demo's 420.
-        rescore_every: re-score the history every this many periods only (1, the paper's: every
+            the whole history (see ``rescore_every``), so the overhead grows with its square over
+            the steps: the paper's ~1000 suits long runs (hundreds of thousands of steps); 50
+            suits the demo's 420.
+        rescore_every: re-score the history every k-th period only (1, the paper's: every
             period); the vectors proposed in between are searched on the last re-score's losses.
             In a short run with many width vectors the re-scoring is nearly all of PareCO's
             overhead (the search takes a few percent), and k cuts it k-fold.
