@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU cells that predate the current code (the final re-score on every recalibration batch), re-run on
-# one GPU under MPS (see quality_gpu.sh); the longer version's missing cells are quality_gpu_long.sh's:
+# one GPU under MPS (see quality_gpu.sh; the longer version is quality_gpu_long.sh's):
 #   matrix - the matrix's pareco cells (memory and flops, 3 seeds), then its slim cells under memory
 #            (the baseline the memory goal is judged against), merged into a copy of quality.json
 #   paper  - pareco with the paper's sampler settings (memory, 3 seeds)    -> quality_paper.json
