@@ -8,9 +8,10 @@
 # only quality_long.json and long.log (the device tool returns few files); SIZE_ARGS (e.g. --epochs 1
 # --train-size 500 ...) override the sizes: a smoke run on the CPU.
 # On an H100 twelve cells sharing the card took 340-450 s a ResNet cell and over 565 s a MobileNet
-# `twostage` one: an estimated 40 minutes in all. On a lent device (package not installed there, data in .data):
+# `twostage` one: an estimated 40 minutes in all, more than one command on this project's lent device
+# gets. With the package not installed (the checkout on PYTHONPATH) and the IDX files in .data:
 #   ln -sfn ../passes pareco_fx/passes && ln -sfn ../cost_models pareco_fx/cost_models &&
-#   benchmarks/quality_gpu_long.sh .data "$OUT" 2400
+#   benchmarks/quality_gpu_long.sh .data OUT_DIR 3600
 set -u
 source "$(dirname "$0")/_gpu_sweeps.sh"
 gpu_setup "$1" "$2" "${3:-3600}"
