@@ -52,7 +52,7 @@ from pareco_fx.optim import METHODS, TrainConfig, train  # noqa: E402
 from pareco_fx.optim.config import SEARCH_POOLS  # noqa: E402
 from pareco_fx.optim.checkpoint import CHECKPOINT_FILE, write_json  # noqa: E402
 from pareco_fx.optim.distributed import Comm, distributed_from_env  # noqa: E402
-from quality_report import RESULTS, ROOT, aggregate  # noqa: E402
+from quality_report import RESULTS, ROOT, aggregate, run_key, with_width_mult  # noqa: E402
 
 KEPT_RECORD = "quality_run.json"  # a finished cell's record, in its kept run directory
 
@@ -103,10 +103,6 @@ def load_data(source: str, train_size: int | None, val_size: int | None,
     return subset(train_set, train_size), subset(val_set, val_size), subset(test_set, test_size)
 
 
-def run_key(run: dict[str, Any]) -> tuple[Any, ...]:
-    return run["model"], run["cost"], run["method"], run["seed"], run["epochs"], run["train_size"]
-
-
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +123,7 @@ def merge(path: Path, run: dict[str, Any], settings: dict[str, Any]) -> None:
         runs.sort(key=run_key)
         data["runs"] = runs
         data.setdefault("settings", {})["/".join(map(str, run_key(run)))] = settings
-        data["aggregate"] = aggregate(runs)
+        data["aggregate"] = aggregate(with_width_mult(data))
         write_json(path, data)
 
 

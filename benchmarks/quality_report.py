@@ -1,9 +1,9 @@
 """Aggregate ``benchmarks/results/quality.json`` and render its README tables and plots.
 
-usage (from the checkout): .venv/bin/python benchmarks/quality_report.py [--json PATH] [--doc FILE.md]
-       [--section NAME [--variant PATH]]
+usage (from the checkout): .venv/bin/python benchmarks/quality_report.py [--json PATH ...] [--doc FILE.md]
+       [--section NAME [--variant PATH ...]]
 
-Per (model, cost, method, epochs, train size) the runs of all seeds are summarised: at each
+Per (model, base-width multiplier, cost, method, epochs, train size) the runs of all seeds are summarised: at each
 budget the sub-network with the best *validation* accuracy whose cost ratio is within the budget,
 reported by its *test* accuracy (mean and sample standard deviation over seeds), and the
 hypervolume of the (test error, cost ratio) front against the reference point (1, 1). PareCO is
@@ -17,7 +17,10 @@ place of the main file's ``pareco`` runs, against the same baselines, for the se
 covers, between the ``quality-NAME:begin`` and ``quality-NAME:end`` markers; ``--section`` alone
 tabulates the runs of ``--json`` there (a separate sweep, say a longer one). A section lives in
 the README or in ``benchmarks/QUALITY.md`` (the runs beyond the matrix); the file holding its
-markers is found, ``--doc`` names another.
+markers is found, ``--doc`` names another. Several ``--json`` (or ``--variant``) files are read as
+one: a run (model, cost, method, seed, epochs, train size) held by more than one is taken from the
+first that holds it, so a configuration's own files, listed first, shadow the runs of a file listed
+after them for its missing cells.
 """
 from __future__ import annotations
 
@@ -43,7 +46,9 @@ __all__ = [
     "find_doc",
     "hypervolume",
     "image_link",
+    "load_runs",
     "render_tables",
+    "run_key",
     "summarise",
     "update_readme",
 ]
@@ -158,21 +163,45 @@ def allocation_check(pareco: Sequence[Mapping[str, Any]], slim: Sequence[Mapping
             "gain": summarise(gains).to_dict(), "better": sum(g > 0 for g in gains), "n": len(gains)}
 
 
-def _setting(run: Mapping[str, Any]) -> tuple[str, str, int, int]:
-    return run["model"], run["cost"], int(run["epochs"]), int(run["train_size"])
+def run_key(run: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What identifies a run within a results file: one per (model, cost, method, seed, epochs, size)."""
+    return run["model"], run["cost"], run["method"], run["seed"], run["epochs"], run["train_size"]
+
+
+def with_width_mult(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The runs of a results file, each with the base-width multiplier its ``settings`` record
+    (1.0 where none is recorded): ResNet at 12/24/48 is another network than at 16/32/64."""
+    settings = data.get("settings", {})
+    return [{**run, "width_mult": float(settings.get("/".join(map(str, run_key(run))), {}).get("width_mult", 1.0))}
+            for run in data["runs"]]
+
+
+def load_runs(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    """The runs of the results files ``paths``; a run (``run_key``) held by several comes from the
+    first of them."""
+    runs: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for path in paths:
+        for run in with_width_mult(json.loads(path.read_text())):
+            runs.setdefault(run_key(run), run)
+    return list(runs.values())
+
+
+def _setting(run: Mapping[str, Any]) -> tuple[str, float, str, int, int]:
+    return run["model"], float(run.get("width_mult", 1.0)), run["cost"], int(run["epochs"]), int(run["train_size"])
 
 
 def aggregate(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per (model, cost, epochs, train size): per method the budget accuracies and the
-    hypervolume over seeds, and PareCO's verdict against each baseline per budget and on hypervolume.
+    """One entry per (model, base-width multiplier, cost, epochs, train size): per method the budget
+    accuracies and the hypervolume over seeds, and PareCO's verdict against each baseline per budget
+    and on hypervolume.
 
-    Runs of different epochs or training-set sizes are never mixed.
+    Runs of different networks, epochs or training-set sizes are never mixed.
     """
-    settings: dict[tuple[str, str, int, int], dict[str, list[Mapping[str, Any]]]] = {}
+    settings: dict[tuple[str, float, str, int, int], dict[str, list[Mapping[str, Any]]]] = {}
     for run in runs:
         settings.setdefault(_setting(run), {}).setdefault(run["method"], []).append(run)
     entries = []
-    for (model, cost, epochs, train_size), by_method in sorted(settings.items()):
+    for (model, width_mult, cost, epochs, train_size), by_method in sorted(settings.items()):
         methods: dict[str, dict[str, Any]] = {}
         summaries: dict[str, dict[str, Summary]] = {}
         for method in sorted(by_method, key=lambda m: (METHODS + (m,)).index(m)):
@@ -194,8 +223,8 @@ def aggregate(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             for base in BASELINES:
                 if base in summaries:
                     verdicts[base] = {key: compare(summaries["pareco"][key], s) for key, s in summaries[base].items()}
-        entry = {"model": model, "cost": cost, "epochs": epochs, "train_size": train_size,
-                 "methods": methods, "pareco_vs": verdicts}
+        entry = {"model": model, "width_mult": width_mult, "cost": cost, "epochs": epochs,
+                 "train_size": train_size, "methods": methods, "pareco_vs": verdicts}
         if "pareco" in by_method and "slim" in by_method:
             entry["allocation"] = allocation_check(by_method["pareco"], by_method["slim"])
         entries.append(entry)
@@ -222,8 +251,8 @@ def render_tables(entries: Sequence[Mapping[str, Any]]) -> str:
             methods = entry["methods"]
             seeds = ", ".join(f"{m} {len(methods[m]['seeds'])}" for m in methods)
             epochs = f"{entry['epochs']} epoch" + ("s" if entry["epochs"] != 1 else "")
-            lines.append(f"**{entry['model']}**, {epochs}, {entry['train_size']} training "
-                         f"images (seeds: {seeds})")
+            lines.append(f"**{entry['model']}**{_network(entry['width_mult'])}, {epochs}, "
+                         f"{entry['train_size']} training images (seeds: {seeds})")
             lines.append("")
             bases = [b for b in BASELINES if b in entry["pareco_vs"]]
             header = ["budget", *methods, *(f"PareCO vs {b}" for b in bases)]
@@ -243,6 +272,10 @@ def render_tables(entries: Sequence[Mapping[str, Any]]) -> str:
                 lines.append(_allocation_line(entry["allocation"]))
             lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _network(width_mult: float) -> str:
+    return "" if width_mult == 1.0 else f" at base widths × {width_mult:g}"
 
 
 def _walls(methods: Mapping[str, Mapping[str, Any]]) -> str:
@@ -266,12 +299,12 @@ def _allocation_line(check: Mapping[str, Any]) -> str:
 
 
 def _series(runs: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
-    """Runs per plot panel: one per setting (model, cost, epochs, training-set size)."""
-    panels: dict[tuple[str, str, int, int], list[Mapping[str, Any]]] = {}
+    """Runs per plot panel: one per setting (model, width multiplier, cost, epochs, training-set size)."""
+    panels: dict[tuple[str, float, str, int, int], list[Mapping[str, Any]]] = {}
     for run in runs:
         panels.setdefault(_setting(run), []).append(run)
-    return {f"{model} / {cost}\n{epochs} ep, {size} images": cell
-            for (model, cost, epochs, size), cell in sorted(panels.items())}
+    return {f"{model}{_network(width)} / {cost}\n{epochs} ep, {size} images": cell
+            for (model, width, cost, epochs, size), cell in sorted(panels.items())}
 
 
 def plot_fronts(runs: Sequence[Mapping[str, Any]], path: Path) -> None:
@@ -397,10 +430,11 @@ def find_doc(section: str | None, docs: Sequence[Path] = DOCS) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--json", type=Path, default=RESULTS / "quality.json")
+    parser.add_argument("--json", type=Path, nargs="+", default=[RESULTS / "quality.json"],
+                        help="results files; a run held by several comes from the first")
     parser.add_argument("--doc", type=Path, help="Markdown file holding the section's markers; default: "
                         "README.md or benchmarks/QUALITY.md, whichever has them")
-    parser.add_argument("--variant", type=Path, help="pareco runs of another configuration")
+    parser.add_argument("--variant", type=Path, nargs="+", help="pareco runs of another configuration")
     parser.add_argument("--section", help="section to regenerate (its marker name); default: the main "
                         "tables. With --json alone, a section of that file's own runs")
     args = parser.parse_args(argv)
@@ -412,10 +446,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         update_readme(text, "", args.section)  # the markers are there, before any plotting
     except (OSError, ValueError) as exc:
         parser.error(str(exc))
-    runs = json.loads(args.json.read_text())["runs"]
+    runs = load_runs(args.json)
     stem = "quality" if args.section is None else f"quality_{args.section}"
     if args.variant is not None:
-        runs = with_variant(runs, json.loads(args.variant.read_text())["runs"])
+        runs = with_variant(runs, load_runs(args.variant))
     fronts, widths = RESULTS / f"{stem}_fronts.png", RESULTS / f"{stem}_widths.png"
     plot_fronts(runs, fronts)
     plot_widths(runs, widths)

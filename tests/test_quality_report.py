@@ -287,3 +287,21 @@ def test_a_section_without_markers_is_a_usage_error_before_any_plot(capsys: pyte
     assert exit_info.value.code == 2
     assert "quality-nosuch:begin" in capsys.readouterr().err
     assert not (qr.RESULTS / "quality_nosuch_fronts.png").exists()
+
+
+def test_several_files_read_as_one_the_first_holding_a_run_gives_it(tmp_path: Path) -> None:
+    own = {"runs": [run("pareco", 0, FRONT), run("slim", 0, FRONT)],
+           "settings": {"m/flops/pareco/0/3/100": {"width_mult": 0.75}, "m/flops/slim/0/3/100": {"width_mult": 0.75}}}
+    fallback = {"runs": [{**run("slim", 0, FRONT), "wall_s": 99.0}, run("slim", 1, FRONT)]}  # no settings: 1.0
+    paths = [tmp_path / "own.json", tmp_path / "fallback.json"]
+    for path, data in zip(paths, (own, fallback)):
+        path.write_text(json.dumps(data))
+    runs = qr.load_runs(paths)
+    assert sorted((r["method"], r["seed"], r["wall_s"], r["width_mult"]) for r in runs) == [
+        ("pareco", 0, 10.0, 0.75), ("slim", 0, 10.0, 0.75), ("slim", 1, 11.0, 1.0)]
+    # Another base width is another network: its runs get a table of their own, named by the multiplier.
+    entries = qr.aggregate(runs)
+    assert [(e["width_mult"], sorted(e["methods"])) for e in entries] == [(0.75, ["pareco", "slim"]), (1.0, ["slim"])]
+    body = qr.render_tables(entries)
+    assert "**m** at base widths × 0.75, 3 epochs, 100 training images (seeds: pareco 1, slim 1)" in body
+    assert "**m**, 3 epochs, 100 training images (seeds: slim 1)" in body
