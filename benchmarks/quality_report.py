@@ -4,9 +4,9 @@ usage (from the checkout): .venv/bin/python benchmarks/quality_report.py [--json
        [--section NAME [--variant PATH ...]]
 
 Per (model, base-width multiplier, cost, method, epochs, train size) the runs of all seeds are
-summarised: at each budget the sub-network with the best *validation* accuracy whose cost ratio is within the budget,
-reported by its *test* accuracy (mean and sample standard deviation over seeds), and the
-hypervolume of the (test error, cost ratio) front against the reference point (1, 1). PareCO is
+summarised: at each budget the sub-network with the best *validation* accuracy whose cost ratio is
+within the budget, reported by its *test* accuracy (mean and sample standard deviation over seeds),
+and the hypervolume of the (test error, cost ratio) front against the reference point (1, 1). PareCO is
 compared with each baseline per budget; a difference below two standard deviations (the larger
 of the two methods') is a tie. The allocation check says where per-group widths pay: how much of
 PareCO's front is uniform, and how its non-uniform points compare with the same seed's slim front
