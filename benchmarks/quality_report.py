@@ -177,13 +177,22 @@ def with_width_mult(data: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def load_runs(paths: Sequence[Path]) -> list[dict[str, Any]]:
-    """The runs of the results files ``paths``; a run (``run_key``) held by several comes from the
-    first of them."""
+    """The runs of the results files ``paths``, each naming its file in ``source``; a run
+    (``run_key``) held by several comes from the first of them."""
     runs: dict[tuple[Any, ...], dict[str, Any]] = {}
     for path in paths:
         for run in with_width_mult(json.loads(path.read_text())):
-            runs.setdefault(run_key(run), run)
+            runs.setdefault(run_key(run), {**run, "source": path.name})
     return list(runs.values())
+
+
+def provenance(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Per file, model, cost and method, the seeds taken from it: what a mix of files tabulates."""
+    seeds: dict[tuple[str, str, str, str], list[int]] = {}
+    for run in runs:
+        seeds.setdefault((run["source"], run["model"], run["cost"], run["method"]), []).append(run["seed"])
+    return [f"{source}: {model} {cost} {method} seeds {sorted(taken)}"
+            for (source, model, cost, method), taken in sorted(seeds.items())]
 
 
 def _setting(run: Mapping[str, Any]) -> tuple[str, float, str, int, int]:
@@ -458,6 +467,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     text = update_readme(text, body, args.section)
     atomic_write(doc, lambda tmp: tmp.write_text(text))
     print(f"{doc.name}: {stem} tables regenerated from {len(runs)} runs")
+    if len(args.json) + len(args.variant or ()) > 1:
+        print("\n".join(provenance(runs)))
 
 
 if __name__ == "__main__":

@@ -299,6 +299,8 @@ def test_several_files_read_as_one_the_first_holding_a_run_gives_it(tmp_path: Pa
     runs = qr.load_runs(paths)
     assert sorted((r["method"], r["seed"], r["wall_s"], r["width_mult"]) for r in runs) == [
         ("pareco", 0, 10.0, 0.75), ("slim", 0, 10.0, 0.75), ("slim", 1, 11.0, 1.0)]
+    assert qr.provenance(runs) == ["fallback.json: m flops slim seeds [1]", "own.json: m flops pareco seeds [0]",
+                                   "own.json: m flops slim seeds [0]"]
     # Another base width is another network: its runs get a table of their own, named by the multiplier.
     entries = qr.aggregate(runs)
     assert [(e["width_mult"], sorted(e["methods"])) for e in entries] == [(0.75, ["pareco", "slim"]), (1.0, ["slim"])]
