@@ -52,6 +52,7 @@ from pareco_fx.optim import METHODS, TrainConfig, train  # noqa: E402
 from pareco_fx.optim.config import SEARCH_POOLS  # noqa: E402
 from pareco_fx.optim.checkpoint import CHECKPOINT_FILE, write_json  # noqa: E402
 from pareco_fx.optim.distributed import Comm, distributed_from_env  # noqa: E402
+from _timing import machine_info  # noqa: E402
 from quality_report import RESULTS, ROOT, aggregate, run_key, with_width_mult  # noqa: E402
 
 KEPT_RECORD = "quality_run.json"  # a finished cell's record, in its kept run directory
@@ -169,6 +170,9 @@ def run_cell(args: argparse.Namespace, model_name: str, cost: str, method: str, 
         "cost_min_ratio": min(p.cost_ratio for p in result.uniform),
         "load_average": [load_before, os.getloadavg()[0]], "threads": torch.get_num_threads(),
         "jobs": args.jobs, "ranks": comm.world_size,
+        # the CPU, cores and versions a wall time was measured on (the load is the entry above)
+        "machine": {key: value for key, value in machine_info().items()
+                    if key not in ("load_average", "torch_threads")},
         "config": config.to_dict(),
     }
     if kept is not None:

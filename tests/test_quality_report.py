@@ -229,6 +229,7 @@ def test_a_kept_run_is_resumed_and_a_finished_one_only_rebuilds_its_front(
     assert run_2["phases_s"]["train"] == run_1["phases_s"]["train"]  # the first call's training time
     ((_, settings_1),), ((_, settings_2),) = first["settings"].items(), second["settings"].items()
     assert "front_rebuilt_from" not in settings_1
+    assert settings_1["machine"]["cores"] == os.cpu_count() and settings_1["machine"]["cpu"]
     assert settings_2["front_rebuilt_from"] == str(checkpoint.parent)
 
 
