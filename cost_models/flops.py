@@ -32,6 +32,7 @@ from pareco_fx.errors import CostModelError
 from pareco_fx.ir import META_PARAMS, META_SYM, META_VALUE, Poly, SymTensor, prod
 from pareco_fx.cost_models.base import CostProgram, OpRegistry, OpShapes, sym_tensors, target_name
 from pareco_fx.passes.labels import META_KIND
+from pareco_fx.trace import modules_by_name
 
 __all__ = ["FLOP_FORMULAS", "flop_formula", "node_macs", "Flops"]
 
@@ -339,10 +340,11 @@ def node_macs(analysis: Any) -> dict[str, Poly]:
     gm: fx.GraphModule = analysis.gm
     macs: dict[str, Poly] = {}
     unknown: list[fx.Node] = []
+    modules = modules_by_name(gm)
     for n in gm.graph.nodes:
         if n.op not in _CALLS:
             continue
-        module = gm.get_submodule(n.target) if n.op == "call_module" else None
+        module = modules[n.target] if n.op == "call_module" else None
         formula = FLOP_FORMULAS.lookup(n, module)
         if formula is None:
             if not _counts_nothing(n):
@@ -362,7 +364,7 @@ def node_macs(analysis: Any) -> dict[str, Poly]:
         if counted == 0:
             continue
         if _depends_on_widths(n, probe):
-            target = type(gm.get_submodule(n.target)) if n.op == "call_module" else n.target
+            target = type(modules[n.target]) if n.op == "call_module" else n.target
             raise CostModelError(
                 f"cost 'flops': no FLOP formula for {n.format_node()}, which does {counted:g} MACs at full "
                 "width on shapes that depend on the widths; register one with "

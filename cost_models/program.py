@@ -41,17 +41,28 @@ class _Columns:
         self.num_features = num_features
         row = {(f,): f for f in range(num_features)}
         row.update({m: num_features + i for i, m in enumerate(products)})
-        self.const = torch.zeros(len(polys), dtype=torch.float64)
-        self.weights = torch.zeros(num_features + len(products), len(polys), dtype=torch.float64)
-        self.quadratic = torch.zeros(num_features, num_features, dtype=torch.float64) if quadratic else None
+        # Gathered in Python and written once: element-wise tensor writes cost microseconds each.
+        const = [0.0] * len(polys)
+        rows, cols, values = [], [], []
+        square: dict[Monomial, float] = {}
         for col, p in enumerate(polys):
             for mono, c in p.terms.items():
                 if not mono:
-                    self.const[col] += c
-                elif mono in row:
-                    self.weights[row[mono], col] += c
+                    const[col] = c
+                elif mono in row:  # a poly holds each monomial once: one entry per (row, col)
+                    rows.append(row[mono])
+                    cols.append(col)
+                    values.append(c)
                 else:
-                    self.quadratic[mono] += c
+                    square[mono] = square.get(mono, 0.0) + c
+        self.const = torch.tensor(const, dtype=torch.float64)
+        self.weights = torch.zeros(num_features + len(products), len(polys), dtype=torch.float64)
+        if values:
+            self.weights[rows, cols] = torch.tensor(values, dtype=torch.float64)
+        self.quadratic = torch.zeros(num_features, num_features, dtype=torch.float64) if quadratic else None
+        if square:
+            ij = torch.tensor(list(square), dtype=torch.long)
+            self.quadratic[ij[:, 0], ij[:, 1]] = torch.tensor(list(square.values()), dtype=torch.float64)
 
     def __call__(self, feats: torch.Tensor) -> torch.Tensor:
         weights = self.weights.to(feats)
@@ -143,8 +154,8 @@ class CostProgram:
                 f"features={self.num_features})")
 
 
-_FIRST_RIVALS = 4  # rivals tested first in a box: they settle most polynomials
-_CHUNK = 1 << 22  # most pair x monomial entries tested at once in a box (32 MiB of float64)
+_FIRST_RIVALS = 4  # rivals tested first: they settle most polynomials
+_CHUNK = 1 << 22  # most rival x term entries tested at once (32 MiB of float64)
 
 
 def _monomial_values(monos: list[Monomial], feats: torch.Tensor) -> torch.Tensor:
@@ -155,6 +166,52 @@ def _monomial_values(monos: list[Monomial], feats: torch.Tensor) -> torch.Tensor
     return out
 
 
+class _Terms:
+    """The coefficient matrix ``[P, M]`` of P polynomials over M monomials, and the pairwise
+    tests ``[k, j]: k - j >= 0``. Polynomials have few terms, so each test looks at ``j``'s
+    terms only; off them ``d = c_k - c_j`` is ``k``'s own coefficient, summed once per ``k``."""
+
+    def __init__(self, polys: Sequence[Poly], monos: list[Monomial]):
+        at = {m: i for i, m in enumerate(monos)}
+        rows, cols, values = zip(*[(j, at[m], c) for j, p in enumerate(polys) for m, c in p.terms.items()])
+        self.coef = torch.zeros(len(polys), len(monos), dtype=torch.float64)
+        self.coef[list(rows), list(cols)] = torch.tensor(values, dtype=torch.float64)
+        self.owner, self.term = torch.nonzero(self.coef != 0, as_tuple=True)
+        self.terms_of = torch.bincount(self.owner, minlength=len(polys))
+
+    def _of(self, ks: torch.Tensor, js: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For every term of ``js``: its column in ``[k, j]``, monomial, c_k ``[K, n]`` and c_j ``[n]``."""
+        at = torch.isin(self.owner, js)
+        jj, mm = self.owner[at], self.term[at]
+        column = torch.empty(len(self.coef), dtype=torch.long)
+        column[js] = torch.arange(len(js))
+        return column[jj], mm, self.coef[ks][:, mm], self.coef[jj, mm]
+
+    def never_below_everywhere(self, ks: torch.Tensor, js: torch.Tensor) -> torch.Tensor:
+        """Every coefficient of ``k - j`` is >= 0: ``k`` is never below ``j`` for features >= 0."""
+        column, _, ck, cj = self._of(ks, js)
+        fails = torch.zeros(len(ks), len(js), dtype=torch.float64).index_add_(1, column, (~(ck - cj >= 0)).double())
+        negative = ~(self.coef[ks] >= 0)
+        if bool(negative.any()):  # k's negative terms off j's terms
+            fails += negative.double() @ (self.coef[js] == 0).double().T
+        return fails == 0
+
+    def box_test(self, low: torch.Tensor, high: torch.Tensor):
+        """``(ks, js) -> [k, j]``: ``k - j >= 0`` for all features in a box whose monomials range
+        over ``[low, high]`` (interval arithmetic: the lower bound of ``k - j`` is
+        ``sum_m d_m * low_m + min(d_m, 0) * (high_m - low_m)``)."""
+        span = high - low
+        at_low, negative = self.coef @ low, self.coef.clamp(max=0) @ span
+
+        def never_below(ks: torch.Tensor, js: torch.Tensor) -> torch.Tensor:
+            column, mm, ck, cj = self._of(ks, js)
+            on_j = ((ck - cj).clamp(max=0) - ck.clamp(max=0)) * span[mm]  # j's terms, less k's own there
+            bound = torch.zeros(len(ks), len(js), dtype=torch.float64).index_add_(1, column, on_j)
+            return bound + negative[ks, None] + (at_low[ks, None] - at_low[None, js]) >= 0
+
+        return never_below
+
+
 def _undominated(polys: Sequence[Poly], box: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[int]:
     """Indices, in order, of the polynomials no other one beats: ``k`` beats ``j`` if
     ``k - j >= 0`` for all non-negative features (every coefficient >= 0) or, with a box, for
@@ -162,49 +219,28 @@ def _undominated(polys: Sequence[Poly], box: tuple[torch.Tensor, torch.Tensor] |
     monos = sorted({m for p in polys for m in p.terms})
     if not polys or not monos:
         return list(range(min(1, len(polys))))
-    at = {m: i for i, m in enumerate(monos)}
-    rows, cols, values = zip(*[(j, at[m], c) for j, p in enumerate(polys) for m, c in p.terms.items()])
-    coef = torch.zeros(len(polys), len(monos), dtype=torch.float64)
-    coef[list(rows), list(cols)] = torch.tensor(values, dtype=torch.float64)
+    terms = _Terms(polys, monos)
     # k beats j: never below it, and either somewhere above it or equal and earlier. This
     # is a strict order (the interval test is transitive), so every dropped polynomial is
     # beaten by a kept one. "j never below k" tests j - k, the exact negation of k - j.
     if box is None:
-        above = _never_below_everywhere(coef)
-        earlier = torch.arange(len(polys))
-        beaten = (above & (~above.T | (earlier[:, None] < earlier))).any(dim=0)
+        every = torch.arange(len(polys))
+        above = terms.never_below_everywhere(every, every)
+        beaten = (above & (~above.T | (every[:, None] < every))).any(dim=0)
         return torch.nonzero(~beaten).flatten().tolist()
 
     low, high = (_monomial_values(monos, b) for b in box)
-
-    def never_below(ks: torch.Tensor, js: torch.Tensor) -> torch.Tensor:  # [k, j]: k - j >= 0 in the box
-        # features >= 0: a monomial's range over the box is [its value at lo, its value at hi]
-        diff = coef[ks, None] - coef[None, js]
-        return torch.where(diff > 0, diff * low, diff * high).sum(dim=2) >= 0
-
+    never_below = terms.box_test(low, high)
     # Rivals, the likeliest winners (highest at the top of the box) first: the first few beat
     # most polynomials, so the others are only tested against the few left.
-    rivals = torch.argsort(coef @ high, descending=True)
+    rivals = torch.argsort(terms.coef @ high, descending=True)
     beaten = torch.zeros(len(polys), dtype=torch.bool)
     done, size = 0, _FIRST_RIVALS
     while done < len(rivals):
-        # no lone rival at the end: torch sums a [1, 1, M] tensor in parallel chunks once M is large
-        end = done + size if len(rivals) - done - size > 1 else len(rivals)
+        end = done + size
         js, ks = torch.nonzero(~beaten).flatten(), rivals[done:end]
         above, below = never_below(ks, js), never_below(js, ks).T
         beaten[js[(above & (~below | (ks[:, None] < js))).any(dim=0)]] = True
         done += len(ks)
-        size = max(_FIRST_RIVALS, _CHUNK // (max(1, int((~beaten).sum())) * len(monos)))
+        size = max(_FIRST_RIVALS, _CHUNK // max(1, int(terms.terms_of[~beaten].sum())))
     return torch.nonzero(~beaten).flatten().tolist()
-
-
-def _never_below_everywhere(coef: torch.Tensor) -> torch.Tensor:
-    """``[k, j]``: every coefficient of ``k - j`` is >= 0. Polynomials have few terms, so only
-    ``j``'s terms are compared; elsewhere ``j``'s coefficient is 0 and ``k``'s must be >= 0."""
-    j, m = torch.nonzero(coef != 0, as_tuple=True)
-    fails = torch.zeros(len(coef), len(coef), dtype=torch.float64)
-    fails.index_add_(1, j, (~(coef[:, m] - coef[j, m] >= 0)).double())
-    negative = ~(coef >= 0)
-    if bool(negative.any()):
-        fails += negative.double() @ (coef == 0).double().T
-    return fails == 0

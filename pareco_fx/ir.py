@@ -70,13 +70,21 @@ class Poly:
     def __init__(self, terms: Mapping[Monomial, float] | None = None):
         self.terms: dict[Monomial, float] = {m: c for m, c in (terms or {}).items() if c != 0}
 
+    @classmethod
+    def _of(cls, terms: dict[Monomial, float]) -> "Poly":
+        """A Poly owning ``terms``, which hold no zero coefficient (skips the filter: the
+        analysis builds tens of thousands of these)."""
+        poly = cls.__new__(cls)
+        poly.terms = terms
+        return poly
+
     @staticmethod
     def const(c: float) -> "Poly":
-        return Poly({(): float(c)})
+        return Poly._of({(): float(c)} if c != 0 else {})
 
     @staticmethod
     def var(feature: int, coef: float = 1.0) -> "Poly":
-        return Poly({(feature,): float(coef)})
+        return Poly._of({(feature,): float(coef)} if coef != 0 else {})
 
     @staticmethod
     def lift(x: "Poly | int | float") -> "Poly":
@@ -84,21 +92,37 @@ class Poly:
 
     def __add__(self, other: "Poly | int | float") -> "Poly":
         other = Poly.lift(other)
+        if not other.terms:
+            return self
+        if not self.terms:
+            return other
         out = dict(self.terms)
         for m, c in other.terms.items():
-            out[m] = out.get(m, 0.0) + c
-        return Poly(out)
+            s = out.get(m, 0.0) + c
+            if s != 0:
+                out[m] = s
+            else:
+                out.pop(m, None)
+        return Poly._of(out)
 
     __radd__ = __add__
 
     def __mul__(self, other: "Poly | int | float") -> "Poly":
         other = Poly.lift(other)
+        a, b = self.terms, other.terms
+        if len(b) == 1 and () in b:  # by a constant, as most sizes are: no monomial to merge
+            return self._scaled(b[()])
+        if len(a) == 1 and () in a:
+            return other._scaled(a[()])
         out: dict[Monomial, float] = {}
-        for m1, c1 in self.terms.items():
-            for m2, c2 in other.terms.items():
+        for m1, c1 in a.items():
+            for m2, c2 in b.items():
                 m = tuple(sorted(m1 + m2))
                 out[m] = out.get(m, 0.0) + c1 * c2
         return Poly(out)
+
+    def _scaled(self, k: float) -> "Poly":
+        return Poly({m: c * k for m, c in self.terms.items()})
 
     __rmul__ = __mul__
 

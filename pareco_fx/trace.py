@@ -18,12 +18,14 @@ from typing import Any, Callable, Iterable
 import torch
 import torch.fx as fx
 import torch.nn as nn
+# generates the graph's Python code only when it is first called: the passes never call it
+from torch.fx._lazy_graph_module import _LazyGraphModule as LazyGraphModule
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from pareco_fx.errors import TraceError
 from pareco_fx.ir import META_VALUE
 
-__all__ = ["register_leaf", "is_registered_leaf", "trace", "batch_one", "META_STORAGE"]
+__all__ = ["register_leaf", "is_registered_leaf", "trace", "batch_one", "modules_by_name", "LazyGraphModule", "META_STORAGE"]
 
 META_STORAGE = "pareco.storage"  # per tensor leaf of the output: (storage id, storage elements)
 
@@ -94,12 +96,6 @@ def _user_frame(exc: BaseException) -> str:
 def batch_one(inputs: Iterable[Any]) -> tuple:
     """The first example of every batched tensor input."""
     return tuple(t[:1] if isinstance(t, torch.Tensor) and t.dim() > 0 else t for t in inputs)
-
-
-try:  # generates the graph's Python code only when it is first called: the analysis never calls it
-    from torch.fx._lazy_graph_module import _LazyGraphModule as _GraphModule
-except ImportError:  # pragma: no cover - torch without lazy graph modules
-    _GraphModule = fx.GraphModule
 
 
 def _lazy_copy(t: torch.Tensor) -> torch.Tensor | None:
@@ -175,6 +171,12 @@ def _copy_module(module: nn.Module, memo: dict[int, Any]) -> nn.Module:
     return new
 
 
+def modules_by_name(gm: nn.Module) -> dict[str, nn.Module]:
+    """Every submodule under each qualified name it has, for passes that look up every node's
+    module (``get_submodule`` walks the dotted path on each call)."""
+    return dict(gm.named_modules(remove_duplicate=False))
+
+
 def trace(model: nn.Module, example_inputs: tuple) -> fx.GraphModule:
     """Trace a private copy of ``model`` and record shapes, values and storages at batch size 1."""
     model = private_copy(model)
@@ -187,7 +189,7 @@ def trace(model: nn.Module, example_inputs: tuple) -> fx.GraphModule:
             f"{str(e).splitlines()[0] if str(e) else ''}). Fix: move data-dependent control flow into a "
             "submodule and mark it a leaf with pareco_fx.register_leaf(ModuleType), or make it static."
         ) from e
-    gm = _GraphModule(tracer.root, graph, type(model).__name__)
+    gm = LazyGraphModule(tracer.root, graph, type(model).__name__)
     gm.meta["pareco.fallback_leaves"] = dict(tracer.fallbacks)
     record_values(gm, batch_one(example_inputs))
     return gm

@@ -27,6 +27,7 @@ from pareco_fx.passes.labels import (
 )
 from pareco_fx.passes.rules import KIND, rule_for
 from pareco_fx.passes.symbolic import annotate
+from pareco_fx.trace import modules_by_name
 
 __all__ = ["run", "ChannelAnalysis", "Ctx", "META_LAYER", "META_KIND", "META_GATHER", "leaves", "map_layouts"]
 
@@ -65,7 +66,7 @@ class Ctx:
         self.prop = prop
         self.node = node
         self.kind = kind
-        self.module = prop.gm.get_submodule(node.target) if node.op == "call_module" else None
+        self.module = prop.modules[node.target] if node.op == "call_module" else None
         self.where = _describe(node)
 
     # --- reading -------------------------------------------------------------------------
@@ -187,6 +188,7 @@ class Ctx:
 class _Propagator:
     def __init__(self, gm: fx.GraphModule):
         self.gm = gm
+        self.modules = modules_by_name(gm)
         self.env: dict[fx.Node, Any] = {}
         self.next_id = 1
         self.atoms: list[tuple[int, int, str, bool]] = []  # start, size, node name, real
@@ -261,8 +263,9 @@ class _Propagator:
     def run(self) -> None:
         fallbacks = self.gm.meta.get("pareco.fallback_leaves", {})
         for node in self.gm.graph.nodes:
-            fn = rule_for(node, self.gm.get_submodule(node.target) if node.op == "call_module" else None)
-            ctx = Ctx(self, node, KIND.get(fn, "custom"))
+            ctx = Ctx(self, node)
+            fn = rule_for(node, ctx.module)
+            ctx.kind = KIND.get(fn, "custom")
             shapes = _meta_shapes(node)
             if node.op == "placeholder":
                 self.env[node] = _fixed_tree(shapes)
@@ -328,7 +331,7 @@ def _channel_permutation(prop: "_Propagator", out: fx.Node, chain: list[fx.Node]
             elif n.op == "call_method":
                 pos[n] = getattr(args[0], n.target)(*args[1:], **kwargs)
             else:
-                pos[n] = prop.gm.get_submodule(n.target)(*args, **kwargs)
+                pos[n] = prop.modules[n.target](*args, **kwargs)
     except Exception:  # noqa: BLE001 - not a plain permutation
         return None
     got, axis = pos[out], s_lay.axis

@@ -30,6 +30,7 @@ from pareco_fx.passes.channel_groups import (
 )
 from pareco_fx.passes.grouping import present_groups
 from pareco_fx.passes.labels import Layout
+from pareco_fx.trace import LazyGraphModule, modules_by_name
 
 __all__ = ["run", "SlimCall", "ArgSpec", "register_rewrite", "REWRITES"]
 
@@ -303,7 +304,7 @@ def build(an: ChannelAnalysis) -> tuple[fx.GraphModule, WidthState]:
     val_map: dict[fx.Node, fx.Node] = {}
     out = graph.graph_copy(an.gm.graph, val_map)
     graph.output(out)
-    gm = fx.GraphModule(an.gm, graph, an.gm.__class__.__name__)
+    gm = LazyGraphModule(an.gm, graph, an.gm.__class__.__name__)  # no code generated until the end
     done: set[str] = set()
     replaced: dict[fx.Node, fx.Node] = {}
 
@@ -339,6 +340,7 @@ def build(an: ChannelAnalysis) -> tuple[fx.GraphModule, WidthState]:
                 and node.op != "get_attr":
             gm.graph.erase_node(node)
     gm.recompile()
+    gm.real_recompile()  # its code, generated once, now rather than on the first call
     return gm, state
 
 
@@ -351,6 +353,7 @@ class _Checker:
 
     def __init__(self, an: ChannelAnalysis, gm: fx.GraphModule, state: WidthState):
         self.an, self.gm, self.state = an, gm, state
+        self.modules = modules_by_name(gm)
 
     def _index(self, vec: torch.Tensor) -> torch.Tensor:
         gid, rank = self.an.resolve(vec)
@@ -384,8 +387,8 @@ class _Checker:
         def labels(n: fx.Node) -> Any:
             if n not in env:
                 lay = n.meta.get(META_LAYOUT)
-                if n.op == "call_module" and isinstance(self.gm.get_submodule(n.target), SlicedTensor):
-                    mod = self.gm.get_submodule(n.target)
+                mod = self.modules[n.target] if n.op == "call_module" else None
+                if isinstance(mod, SlicedTensor):
                     t = lay.materialize()
                     for a, k in mod._axes.items():
                         t = take(t, a, self.state.index[k])
@@ -407,7 +410,7 @@ class _Checker:
             kwargs = fx.node.map_arg(node.kwargs, labels)
             try:
                 if node.op == "call_module":
-                    got = self.gm.get_submodule(node.target)(*args, **kwargs)
+                    got = self.modules[node.target](*args, **kwargs)
                 elif node.op == "call_method":
                     got = getattr(args[0], node.target)(*args[1:], **kwargs)
                 else:

@@ -16,7 +16,7 @@ import torch
 from pareco_fx.ir import META_PARAM_NUMEL, META_PARAMS, META_SYM, Poly, SymTensor, prod
 from pareco_fx.passes.grouping import present_groups
 from pareco_fx.passes.labels import META_LAYER, Layout, leaves, map_layouts, varying_axes
-from pareco_fx.trace import META_STORAGE
+from pareco_fx.trace import META_STORAGE, modules_by_name
 
 __all__ = ["annotate", "param_axes"]
 
@@ -87,6 +87,7 @@ def param_axes(an: Any, lay: Layout) -> dict[int, torch.Tensor]:
 def _annotate(an: Any, prop: Any) -> None:
     sb = _SymBuilder(an)
     gm = an.gm
+    modules = modules_by_name(gm)
     an.param_syms = {name: tuple(Poly.const(s) for s in p.shape) for name, p in gm.named_parameters()}
     for node in gm.graph.nodes:
         lay = prop.env.get(node)
@@ -117,7 +118,7 @@ def _annotate(an: Any, prop: Any) -> None:
         if node.op == "call_module" and layer is not None:
             from pareco_fx.layers import param_shapes  # the layer runtime knows its parameter axes
 
-            mod = gm.get_submodule(node.target)
+            mod = modules[node.target]
             shapes = param_shapes(mod, layer, sb.count)
             node.meta[META_PARAMS] = shapes
             for pname, s in shapes.items():
@@ -125,7 +126,7 @@ def _annotate(an: Any, prop: Any) -> None:
     for node in gm.graph.nodes:
         total = Poly()
         if node.op == "call_module":
-            mod = gm.get_submodule(node.target)
+            mod = modules[node.target]
             shapes = node.meta.get(META_PARAMS, {})
             for pname, p in mod.named_parameters():
                 total = total + prod(shapes.get(pname, tuple(Poly.const(s) for s in p.shape)))
