@@ -73,11 +73,13 @@ class _Tracer(fx.Tracer):
         qualname = self.path_of_module(m)
         if self.is_leaf_module(m, qualname):
             return super().call_module(m, forward, args, kwargs)
-        before = set(self.graph.nodes)
+        last = next(reversed(self.graph.nodes), None)  # nodes are appended: the call's come after it
         try:
             return super().call_module(m, forward, args, kwargs)
         except Exception as e:  # noqa: BLE001 - any failure inside makes the submodule a leaf
-            for n in reversed([n for n in self.graph.nodes if n not in before]):
+            for n in list(reversed(self.graph.nodes)):
+                if n is last:
+                    break
                 self.graph.erase_node(n)
             self.fallbacks[qualname] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             return self.create_proxy("call_module", qualname, args, kwargs)

@@ -147,6 +147,7 @@ def prop_freeze_layout(an: Any, lay: Layout, reason: str) -> None:
 
 def _members(an: Any, prop: Any) -> None:
     members: list[dict[str, None]] = [dict() for _ in an.groups]
+    groups_of: dict[int, tuple[torch.Tensor, list[int]]] = {}
     for node in an.gm.graph.nodes:
         name = node.target if node.op in ("call_module", "get_attr") else node.name
         vecs = []
@@ -157,8 +158,10 @@ def _members(an: Any, prop: Any) -> None:
             if isinstance(v, torch.Tensor):
                 vecs.append(v)
         for v in vecs:
-            gid, _ = an.resolve(v)
-            for g in present_groups(gid):
+            hit = groups_of.get(id(v))
+            if hit is None or hit[0] is not v:  # most vectors are shared by several nodes
+                hit = groups_of[id(v)] = (v, present_groups(an.resolve(v)[0]))
+            for g in hit[1]:
                 members[g][name] = None
     an.groups = [dataclasses.replace(g, members=tuple(m)) for g, m in zip(an.groups, members)]
 
