@@ -208,13 +208,12 @@ class _Propagator:
     def union(self, a: torch.Tensor, b: torch.Tensor, why: str) -> None:
         a, b = a.reshape(-1), b.reshape(-1)
         fa, fb = a == FIXED, b == FIXED
-        both = ~fa & ~fb
+        both = ~fa & ~fb & (a != b)  # a channel tied to itself adds nothing
         if bool(both.any()):
-            # distinct pairs through one int64 key per pair: a 1-D unique is many times faster
-            # than unique(dim=0), and sorts the pairs the same way
-            key = torch.unique(a[both].long() * self.next_id + b[both].long())
-            pairs = torch.stack([key // self.next_id, key % self.next_id], 1).to(a.dtype)
-            self.pairs.append(pairs.numpy())
+            # repeats are left in: the connected components do not see them, and removing them
+            # (a sort) took most of a vision transformer's propagation, whose weights tie
+            # millions of element labels, all distinct
+            self.pairs.append(torch.stack([a[both], b[both]], 1).numpy())
         one = fa ^ fb
         if bool(one.any()):
             self.freeze(torch.where(fa, b, a)[one], f"tied to a fixed-size tensor ({why})")
