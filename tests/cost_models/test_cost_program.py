@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pareco_fx import cost_models
-from pareco_fx.cost_models import CostProgram
+from pareco_fx.cost_models import CostProgram, program
 from pareco_fx.errors import CostModelError
 from pareco_fx.ir import Poly
 
@@ -82,6 +82,41 @@ def test_box_pruned_columns_give_the_exact_peak_inside_and_outside_the_box():
         every = torch.stack([p.evaluate(F) for p in polys], dim=1)
         assert torch.equal(prog(F), every.max(dim=1).values)
         assert prog.peak_node(F) == [names[i] for i in every.argmax(dim=1).tolist()]
+
+
+def _dominance_reference(polys: list[Poly], box: tuple[torch.Tensor, torch.Tensor] | None) -> list[int]:
+    """The undominated polynomials by the definition, every pair over every monomial."""
+    monos = sorted({m for p in polys for m in p.terms})
+    coef = torch.tensor([[p.terms.get(m, 0.0) for m in monos] for p in polys], dtype=torch.float64)
+    diff = coef[:, None] - coef[None, :]  # [k, j, monomial]
+    if box is None:
+        never_below = (diff >= 0).all(dim=2)
+    else:
+        low, high = ([float(Poly._of({m: 1.0}).evaluate(b[None])[0]) if m else 1.0 for m in monos] for b in box)
+        low, high = torch.tensor(low, dtype=torch.float64), torch.tensor(high, dtype=torch.float64)
+        never_below = torch.where(diff > 0, diff * low, diff * high).sum(dim=2) >= 0
+    order = torch.arange(len(polys))
+    beaten = (never_below & (~never_below.T | (order[:, None] < order))).any(dim=0)
+    return torch.nonzero(~beaten).flatten().tolist()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_dominance_pruning_keeps_exactly_the_polynomials_no_other_beats(seed):
+    # Small integer coefficients (some negative) and an integer box: every sum is exact, so the
+    # pruning's sparse pair test must agree with the dense definition pair for pair.
+    gen = torch.Generator().manual_seed(seed)
+    monos = [(), (0,), (1,), (2,), (0, 1), (1, 2), (0, 0)]
+    polys = []
+    for _ in range(60):
+        chosen = torch.randperm(len(monos), generator=gen)[: int(torch.randint(1, 4, (1,), generator=gen))]
+        values = torch.randint(-2, 9, (len(chosen),), generator=gen).tolist()
+        polys.append(Poly({monos[i]: float(v) for i, v in zip(chosen.tolist(), values)}))
+    box = (torch.tensor([1.0, 2.0, 0.0], dtype=torch.float64), torch.tensor([3.0, 5.0, 4.0], dtype=torch.float64))
+    kept = program._undominated(polys)
+    assert kept == _dominance_reference(polys, None)
+    boxed = [kept[i] for i in program._undominated([polys[i] for i in kept], box)]
+    assert boxed == [kept[i] for i in _dominance_reference([polys[i] for i in kept], box)]
+    assert len(boxed) < len(kept) < len(polys)  # both tests drop something here
 
 
 def test_program_keeps_float32_inputs_in_their_dtype():
