@@ -161,8 +161,9 @@ def run_cell(args: argparse.Namespace, model_name: str, cost: str, method: str, 
         "model": model_name, "cost": cost, "method": method, "seed": seed, "epochs": args.epochs,
         "train_size": len(train_set), "wall_s": round(wall, 1), "device": _device_name(args.device),
         "phases_s": phases,
-        "front": [{"cost_ratio": p.cost_ratio, "val_acc": p.val_acc, "test_acc": p.test_acc,
-                   "widths": list(p.widths)} for p in result.front],
+        "front": [_point(p) for p in result.front],
+        # the same uniform multipliers for every method: their weights compared shape for shape
+        "uniform": [_point(p) for p in result.uniform],
     }
     settings = {
         "width_mult": args.width_mult, "min_width": args.min_width, "data": str(args.data),
@@ -180,6 +181,10 @@ def run_cell(args: argparse.Namespace, model_name: str, cost: str, method: str, 
     if run_dir is not None and comm.is_main:
         write_json(run_dir / KEPT_RECORD, run)
     return run, settings
+
+
+def _point(p: Any) -> dict[str, Any]:
+    return {"cost_ratio": p.cost_ratio, "val_acc": p.val_acc, "test_acc": p.test_acc, "widths": list(p.widths)}
 
 
 def _kept_record(run_dir: Path | None) -> dict[str, Any] | None:

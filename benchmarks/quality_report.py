@@ -163,6 +163,23 @@ def allocation_check(pareco: Sequence[Mapping[str, Any]], slim: Sequence[Mapping
             "gain": summarise(gains).to_dict(), "better": sum(g > 0 for g in gains), "n": len(gains)}
 
 
+def weights_check(pareco: Sequence[Mapping[str, Any]], slim: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """PareCO's shared weights against slim's on the same sub-networks: the uniform widths every
+    run evaluates (``uniform`` in runs that record it). ``gap``: per seed run by both methods, the
+    mean over those widths of PareCO's test accuracy minus slim's; summarised over the seeds.
+    """
+    slim_by_seed = {r["seed"]: r["uniform"] for r in slim if r.get("uniform")}
+    gaps, counts = [], []
+    for run in pareco:
+        theirs = {tuple(p["widths"]): float(p["test_acc"]) for p in slim_by_seed.get(run["seed"], ())}
+        diffs = [float(p["test_acc"]) - theirs[tuple(p["widths"])]
+                 for p in run.get("uniform", ()) if tuple(p["widths"]) in theirs]
+        if diffs:
+            gaps.append(statistics.fmean(diffs))
+            counts.append(len(diffs))
+    return {"gap": summarise(gaps).to_dict(), "widths": sorted(set(counts))}
+
+
 def run_key(run: Mapping[str, Any]) -> tuple[Any, ...]:
     """What identifies a run within a results file: one per (model, cost, method, seed, epochs, size)."""
     return run["model"], run["cost"], run["method"], run["seed"], run["epochs"], run["train_size"]
@@ -236,6 +253,7 @@ def aggregate(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                  "train_size": train_size, "methods": methods, "pareco_vs": verdicts}
         if "pareco" in by_method and "slim" in by_method:
             entry["allocation"] = allocation_check(by_method["pareco"], by_method["slim"])
+            entry["weights"] = weights_check(by_method["pareco"], by_method["slim"])
         entries.append(entry)
     return entries
 
@@ -279,6 +297,8 @@ def render_tables(entries: Sequence[Mapping[str, Any]]) -> str:
             lines.append(f"Wall time per run: {_walls(methods)}.")
             if "allocation" in entry:
                 lines.append(_allocation_line(entry["allocation"]))
+            if entry.get("weights", {}).get("gap", {}).get("n"):
+                lines.append(_weights_line(entry["weights"]))
             lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
@@ -305,6 +325,16 @@ def _allocation_line(check: Mapping[str, Any]) -> str:
         text += (f"; its {check['n']} non-uniform points against the same seed's slim front at the same "
                  f"cost: {100 * gain['mean']:+.1f}{spread} points, better in {check['better']} of {check['n']}")
     return text + "."
+
+
+def _weights_line(check: Mapping[str, Any]) -> str:
+    gap = check["gap"]
+    spread = f" ± {100 * gap['std']:.2f}" if gap["std"] is not None else ""  # gaps of tenths of a point
+    seeds = f"{gap['n']} seed" + ("s" if gap["n"] != 1 else "")
+    fewest, most = check["widths"][0], check["widths"][-1]
+    widths = str(fewest) if fewest == most else f"{fewest}–{most}"
+    return (f"Weights check: on the same {widths} uniform widths, PareCO's weights score "
+            f"{100 * gap['mean']:+.2f}{spread} points against slim's ({seeds} run by both).")
 
 
 def _series(runs: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:

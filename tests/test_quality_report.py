@@ -150,6 +150,25 @@ def test_allocation_check_splits_uniform_points_and_compares_the_rest_with_slim_
                     "against the same seed's slim front at the same cost: +1.0 ± 2.8 points, better in 1 of 2.")
 
 
+def test_weights_check_compares_both_methods_on_the_uniform_widths_they_share() -> None:
+    def uniform(*points: tuple[float, float]) -> list[dict[str, Any]]:
+        return [widths_point(w, 0.0, acc, [w, w, 1.0]) for w, acc in points]
+
+    slim = [{**run("slim", 0, FRONT), "uniform": uniform((0.2, 0.70), (0.5, 0.80), (1.0, 0.90))},
+            {**run("slim", 1, FRONT), "uniform": uniform((0.2, 0.72), (0.5, 0.82), (1.0, 0.92))},
+            {**run("slim", 2, FRONT), "uniform": uniform((0.2, 0.5))}]   # no PareCO run of seed 2
+    pareco = [{**run("pareco", 0, FRONT), "uniform": uniform((0.2, 0.69), (0.5, 0.78), (1.0, 0.90))},  # -1 point
+              {**run("pareco", 1, FRONT), "uniform": uniform((0.2, 0.72), (0.5, 0.85), (0.7, 0.1))},   # +1.5 points
+              run("pareco", 3, FRONT)]  # recorded no uniform widths: left out
+    check = qr.weights_check(pareco, slim)
+    assert check["gap"]["n"] == 2 and check["widths"] == [2, 3]  # seed 1 shares two of its widths
+    assert check["gap"]["mean"] == pytest.approx(0.0025)
+    assert check["gap"]["std"] == pytest.approx(math.sqrt(2) * 0.0125)
+    assert ("Weights check: on the same 2–3 uniform widths, PareCO's weights score +0.25 ± 1.77 points "
+            "against slim's (2 seeds run by both).") in qr.render_tables(qr.aggregate(pareco + slim))
+    assert "Weights check" not in qr.render_tables(qr.aggregate([run("pareco", 0, FRONT), *slim]))
+
+
 def test_wall_times_are_summarised_per_device() -> None:
     runs = [{**run("slim", 0, FRONT), "device": "cpu", "wall_s": 100.0},
             {**run("slim", 1, FRONT), "device": "gpu", "wall_s": 10.0},
@@ -226,6 +245,9 @@ def test_a_kept_run_is_resumed_and_a_finished_one_only_rebuilds_its_front(
     assert checkpoint.stat().st_mtime_ns == trained_at  # nothing was trained again
     (run_1,), (run_2,) = first["runs"], second["runs"]
     assert run_2["front"] == run_1["front"]  # same weights, history and code: the same front
+    assert run_2["uniform"] == run_1["uniform"] and len(run_1["uniform"]) == 3  # --eval-points
+    for point in run_1["uniform"]:  # every slimmed group at one width: the frozen ones read 1.0
+        assert len(set(point["widths"]) - {1.0}) <= 1 and 0.0 < point["cost_ratio"] <= 1.0 + 1e-9
     assert run_2["phases_s"]["train"] == run_1["phases_s"]["train"]  # the first call's training time
     ((_, settings_1),), ((_, settings_2),) = first["settings"].items(), second["settings"].items()
     assert "front_rebuilt_from" not in settings_1
