@@ -14,7 +14,7 @@ another one is never below:
 """
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import torch
 
@@ -196,7 +196,7 @@ class _Terms:
             fails += negative.double() @ (self.coef[js] == 0).double().T
         return fails == 0
 
-    def box_test(self, low: torch.Tensor, high: torch.Tensor):
+    def box_test(self, low: torch.Tensor, high: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """``(ks, js) -> [k, j]``: ``k - j >= 0`` for all features in a box whose monomials range
         over ``[low, high]`` (interval arithmetic: the lower bound of ``k - j`` is
         ``sum_m d_m * low_m + min(d_m, 0) * (high_m - low_m)``)."""

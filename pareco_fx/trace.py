@@ -25,7 +25,8 @@ from torch.fx.passes.shape_prop import _extract_tensor_metadata
 from pareco_fx.errors import TraceError
 from pareco_fx.ir import META_VALUE
 
-__all__ = ["register_leaf", "is_registered_leaf", "trace", "batch_one", "modules_by_name", "LazyGraphModule", "META_STORAGE"]
+__all__ = ["register_leaf", "is_registered_leaf", "trace", "batch_one", "modules_by_name", "LazyGraphModule",
+           "META_STORAGE"]
 
 META_STORAGE = "pareco.storage"  # per tensor leaf of the output: (storage id, storage elements)
 

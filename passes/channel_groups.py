@@ -211,8 +211,8 @@ class _Propagator:
         both = ~fa & ~fb & (a != b)  # a channel tied to itself adds nothing
         if bool(both.any()):
             # repeats are left in: the connected components do not see them, and removing them
-            # (a sort) took most of a vision transformer's propagation, whose weights tie
-            # millions of element labels, all distinct
+            # takes a sort per tie (most of the ties' time on vit_b_16, whose position embedding
+            # ties hundreds of thousands of element labels)
             self.pairs.append(torch.stack([a[both], b[both]], 1).numpy())
         one = fa ^ fb
         if bool(one.any()):
