@@ -17,7 +17,9 @@ processes (the README's multi-process training; the global batch is split betwee
 rank 0 merges it: the way to use both cores of a 2-core machine for one cell, as torch's
 intra-op threads barely speed up these small convolutions. A run with
 the same (model, cost, method, seed, epochs, train size) replaces the stored one; each run keeps
-its wall time per phase (``phases_s``: train, re-score or search, front, test). The aggregate
+its wall time per phase (``phases_s``: train, re-score or search, front, test) and, next to its
+front, the uniform widths it evaluated (``uniform``: the same multipliers for every method, so two
+methods' weights can be compared on the same sub-networks). The aggregate
 per setting (budgets, hypervolume, ties) is recomputed on every write; render the README with
 ``benchmarks/quality_report.py``.
 """
