@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import dataclasses
+import math
 
 import numpy as np
 import torch
@@ -36,10 +37,10 @@ class _SymBuilder:
         poly = Poly.const(int((gid < 0).sum()))
         for g in present_groups(gid):
             U = self.an.groups[g].units
-            r = rank[gid == g]
-            table = np.searchsorted(np.sort(r), np.arange(U + 1), side="left")  # positions with rank < u
+            per_unit = np.bincount(rank[gid == g], minlength=U)[:U]  # positions of each unit
+            table = np.concatenate(([0], np.cumsum(per_unit)))  # positions with rank < u
             m = table[1] if U >= 1 else 0
-            if np.array_equal(table, m * np.arange(U + 1)):
+            if (per_unit == m).all():
                 poly = poly + Poly.var(g, float(m))
             else:
                 key = (g, tuple(table.tolist()))
@@ -110,7 +111,9 @@ def _annotate(an: Any, prop: Any) -> None:
         it = iter(storages)
 
         def to_sym(x: Layout) -> SymTensor:
-            st = next(it, (id(x), int(np.prod(x.shape))))
+            st = next(it, None)
+            if st is None:
+                st = (id(x), math.prod(x.shape))
             return SymTensor(x.shape, sb.shape(x), st[0], st[1])
 
         node.meta[META_SYM] = map_layouts(lay, to_sym) if flat else None
