@@ -339,8 +339,7 @@ def build(an: ChannelAnalysis) -> tuple[fx.GraphModule, WidthState]:
         if not node.users and isinstance(node.meta.get(META_LAYOUT), Layout) and node.meta[META_LAYOUT].raw is not None \
                 and node.op != "get_attr":
             gm.graph.erase_node(node)
-    gm.recompile()
-    gm.real_recompile()  # its code, generated once, now rather than on the first call
+    gm.real_recompile()  # its code, generated once for the finished graph, now rather than on the first call
     return gm, state
 
 
