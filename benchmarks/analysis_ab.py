@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # speed.py, _timing.py
 OUT = ROOT / "benchmarks" / "results" / "analysis_ab.json"
 MODELS = ("resnet50", "mobilenet_v2", "densenet121", "efficientnet_b0", "vit_b_16")
 STAGES = ("trace_s", "groups_s", "rewrite_s", "cost_compile_s", "ours_s")
@@ -32,7 +33,6 @@ STAGES = ("trace_s", "groups_s", "rewrite_s", "cost_compile_s", "ours_s")
 def time_here(models: list[str], repeats: int) -> dict[str, Any]:
     """Best stage times of the pareco_fx this interpreter imports (the child's side), and where
     that pareco_fx lives."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import speed  # imports pareco_fx: the revision on PYTHONPATH, else this checkout
 
     best: dict[str, Any] = {"pareco_fx": str(Path(speed.pareco_fx.__file__).resolve())}
@@ -69,7 +69,6 @@ def _child(models: list[str], repeats: int, site: Path | None) -> dict[str, dict
 
 
 def compare(rev: str, models: list[str], rounds: int, repeats: int) -> dict[str, Any]:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _timing import machine_info
 
     with tempfile.TemporaryDirectory() as tmp:
