@@ -74,7 +74,7 @@ class _Tracer(fx.Tracer):
         qualname = self.path_of_module(m)
         if self.is_leaf_module(m, qualname):
             return super().call_module(m, forward, args, kwargs)
-        last = next(reversed(self.graph.nodes), None)  # nodes are appended: the call's come after it
+        last = next(iter(reversed(self.graph.nodes)), None)  # nodes are appended: the call's come after it
         try:
             return super().call_module(m, forward, args, kwargs)
         except Exception as e:  # noqa: BLE001 - any failure inside makes the submodule a leaf
