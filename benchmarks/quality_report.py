@@ -396,7 +396,7 @@ def plot_widths(runs: Sequence[Mapping[str, Any]], path: Path) -> None:
         pareco = min((r for r in cell if r["method"] == "pareco"), key=lambda r: r["seed"])
         slim = min((r for r in cell if r["method"] == "slim"), key=lambda r: r["seed"], default=None)
         for ax, budget in zip(row, budgets):
-            ax.set_title(f"{title.replace(chr(10), ', ')}, ≤ {budget:g}", fontsize=7)
+            ax.set_title(f"{title}, ≤ {budget:g}", fontsize=7)  # two lines: one is too wide for a panel
             ax.set_ylim(0, 1.05)
             ax.set_xlabel("group", fontsize=7)
             chosen = _chosen(pareco["front"], budget)
