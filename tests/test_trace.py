@@ -48,6 +48,27 @@ def test_untraceable_submodule_becomes_a_frozen_leaf():
         assert torch.allclose(slim.extract()(x), slim(x), atol=1e-5)
 
 
+def test_trace_needs_only_an_iterable_from_reversed_nodes(monkeypatch):
+    """torch 2.11's ``reversed(graph.nodes)`` is an iterable, not an iterator (2.14's is one); the
+    tracer once called ``next`` on it and failed on every model there."""
+    from torch.fx.graph import _node_list
+
+    reverse = _node_list.__reversed__
+
+    class Reversed:  # iterable only
+        def __init__(self, nodes: _node_list) -> None:
+            self.nodes = nodes
+
+        def __iter__(self):
+            return iter(reverse(self.nodes))
+
+    monkeypatch.setattr(_node_list, "__reversed__", lambda self: Reversed(self))
+    model = WithUntraceablePart().eval()
+    gm = trace(model, (torch.randn(2, 3, 12, 12),))
+    assert gm.meta["pareco.fallback_leaves"].keys() == {"b"}
+    assert [n.target for n in gm.graph.nodes if n.op == "call_module"] == ["a", "b", "c", "d"]
+
+
 def test_untraceable_model_names_the_line():
     with pytest.raises(TraceError, match=r"test_trace.py:\d+ in forward: `if x.sum\(\) > 0:.*register_leaf"):
         trace(Untraceable(), (torch.randn(1, 8, 4, 4),))
