@@ -80,12 +80,11 @@ def _kill(module: nn.Module, idxs: list[int]) -> None:
 def _output_layers(model: nn.Module, slim: Any) -> list[nn.Module]:
     """The conv / linear layers that write the model's outputs (from pareco-fx's frozen output
     groups; else the last such layer): the classes must not be pruned."""
+    weighted = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
     modules = dict(model.named_modules())
     layers = [modules[m] for g in (slim.groups if slim is not None else ()) if not g.slimmable
-              and "output" in (g.reason or "") for m in g.members if isinstance(modules.get(m), (nn.Conv2d, nn.Linear))]
-    if not layers:
-        layers = [m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))][-1:]
-    return layers
+              and "output" in (g.reason or "") for m in g.members if isinstance(modules.get(m), weighted)]
+    return layers or [m for m in model.modules() if isinstance(m, weighted)][-1:]
 
 
 def _relative_error(actual: list[torch.Tensor], expected: list[torch.Tensor]) -> float:
