@@ -16,12 +16,12 @@ shift $(( $# < 3 ? $# : 3 ))
 json=$scratch/quality_long_paper.json
 paper=(--method pareco --width-vectors 300 --pareto-aware --rescore-every 3)
 resnet=(--model fashion_resnet --width-mult 0.75)
+cell=(--cost memory --epochs 10 --jobs 3 --out "$json")
 {
-    sweep resnet_pareco "${resnet[@]}" "${paper[@]}" --cost memory --epochs 10 --jobs 3 --out "$json" "$@" &
-    sweep resnet_slim "${resnet[@]}" --method slim --cost memory --epochs 10 --jobs 3 --out "$json" "$@" &
-    sweep resnet_twostage "${resnet[@]}" --method twostage --cost memory --epochs 10 --jobs 3 --out "$json" "$@" &
-    sweep mobilenet_pareco --model fashion_mobilenet "${paper[@]}" --cost memory --epochs 10 --jobs 3 \
-        --out "$json" "$@" &
+    sweep resnet_pareco "${resnet[@]}" "${paper[@]}" "${cell[@]}" "$@" &
+    sweep resnet_slim "${resnet[@]}" --method slim "${cell[@]}" "$@" &
+    sweep resnet_twostage "${resnet[@]}" --method twostage "${cell[@]}" "$@" &
+    sweep mobilenet_pareco --model fashion_mobilenet "${paper[@]}" "${cell[@]}" "$@" &
     wait
     tail -n 12 "$scratch"/*.log
 } >"$out/long_paper.log" 2>&1

@@ -25,6 +25,7 @@ __all__ = [
     "RTOL",
     "Checked",
     "tensors",
+    "error_and_scale",
     "assert_close",
     "expected_channels",
     "trial_widths",
@@ -65,14 +66,21 @@ def tensors(y: Any) -> list[torch.Tensor]:
     return []
 
 
+def error_and_scale(a: torch.Tensor, e: torch.Tensor) -> tuple[float, float]:
+    """The largest absolute difference of two same-shaped tensors, and the scale it is judged
+    against: max(1, |expected|'s largest value)."""
+    if not e.numel():
+        return 0.0, 1.0
+    return (a.detach() - e.detach()).abs().max().item(), max(1.0, e.detach().abs().max().item())
+
+
 def assert_close(actual: Any, expected: Any, what: str, rtol: float = RTOL) -> None:
     """Assert two model outputs have the same structure, shapes and values (relative ``rtol``)."""
     ta, te = tensors(actual), tensors(expected)
     assert ta and len(ta) == len(te), f"{what}: {len(ta)} vs {len(te)} output tensors"
     for i, (a, e) in enumerate(zip(ta, te)):
         assert a.shape == e.shape, f"{what}: output {i} shape {tuple(a.shape)} vs {tuple(e.shape)}"
-        scale = max(1.0, e.detach().abs().max().item()) if e.numel() else 1.0
-        err = (a.detach() - e.detach()).abs().max().item() if e.numel() else 0.0
+        err, scale = error_and_scale(a, e)
         assert err <= rtol * scale, f"{what}: output {i} max error {err:.3g} (scale {scale:.3g})"
 
 
